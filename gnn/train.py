@@ -1,0 +1,300 @@
+"""One training run: ``gnn.train(TrainConfig(...)) -> metrics``.
+
+The run reads a store (memory-mapped), takes the grouped split and the nested training subset, builds the
+model at the requested parameter count and trains it with AdamW, a linear warm-up then cosine schedule,
+gradient clipping and early stopping on the validation loss (bf16 autocast on CUDA). After every epoch it
+calls ``callback(epoch, metrics, checkpoint_path)`` (the sweep reports through it) and, with a
+``checkpoint_dir``, saves a checkpoint from which a restarted run resumes to the same result. The final
+metrics are those of the best-validation model on the validation and test splits.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gnn.errors import InputError
+from gnn.loader import GraphData
+from gnn.metrics import evaluate_arrays, loss_fn
+from gnn.models import build_model, config_dict, model_from_config
+from gnn.splits import grouped_split, nested_subset
+from gnn.store import Store
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite; the sweep marks such a trial FAILED with this reason."""
+
+
+@dataclass
+class TrainConfig:
+    """A training run. ``fraction`` or ``n_train`` picks the nested subset (default: all training data)."""
+
+    data: str
+    arch: str = "cgc"
+    n_params: float = 1e5
+    targets: list[str] | None = None  #: None: every target of the store
+    fraction: float | None = None
+    n_train: int | None = None
+    seed: int = 0
+    epochs: int = 50
+    max_steps: int | None = None  #: optional cap on optimiser steps
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_frac: float = 0.05
+    grad_clip: float = 1.0
+    patience: int | None = 10  #: epochs without validation improvement before stopping; None: never
+    loss_weights: dict[str, float] = field(default_factory=dict)  #: per target, default 1 (w·MAE(ω_D))
+    cutoff: float = 5.5
+    num_layers: int = 3
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+    subset_seed: int = 0
+    device: str = "auto"
+    checkpoint_dir: str | None = None
+    num_threads: int | None = None
+    eval_batch_size: int = 256
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError(f"unknown training option (known: {', '.join(sorted(known))})", field=unknown[0])
+        return cls(**d)
+
+    def validate(self) -> None:
+        self.split = tuple(float(x) for x in self.split)
+        if self.fraction is not None and self.n_train is not None:
+            raise InputError("give fraction or n_train, not both", field="fraction")
+        if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
+            raise InputError(f"fraction must be in (0, 1], got {self.fraction}", field="fraction")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"must be ≥ 1, got {getattr(self, name)}", field=name)
+        for name in ("lr", "cutoff"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"must be positive, got {getattr(self, name)}", field=name)
+        if self.weight_decay < 0 or self.grad_clip < 0 or not 0 <= self.warmup_frac < 1:
+            raise InputError("weight_decay and grad_clip must be ≥ 0, warmup_frac in [0, 1)", field="optimizer")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _schedule(total_steps: int, warmup_frac: float) -> Callable[[int], float]:
+    warmup = max(1, int(warmup_frac * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _to(batch, device):
+    return batch.to(device, non_blocking=True) if device.type != "cpu" else batch
+
+
+@torch.no_grad()
+def evaluate(model, data: GraphData, idx: np.ndarray, device: torch.device, weights: dict[str, float],
+             omega_ev, batch_size: int = 256) -> dict[str, float]:
+    """Metrics (see :mod:`gnn.metrics`) of ``model`` on the structures ``idx``."""
+    model.eval()
+    preds: dict[str, list] = {t: [] for t in data.targets}
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for batch in data.batches(idx, batch_size):
+            out = model(_to(batch, device))
+            for t in data.targets:
+                preds[t].append(out[t].float().cpu().numpy())
+    pred = {t: np.concatenate(v) for t, v in preds.items()}
+    true = {t: data.y[t][torch.as_tensor(idx)].numpy() for t in data.targets}
+    return evaluate_arrays(pred, true, weights, omega_ev)
+
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None], bool | None] | None = None) -> dict:
+    """Train one model; returns the final metrics (``val_*``, ``test_*``, sizes, timings).
+
+    ``callback(epoch, metrics, checkpoint_path)`` runs after every epoch; returning ``True`` stops the run.
+
+    Example::
+
+        metrics = train(TrainConfig(data="data/demo", arch="cgc", n_params=1e5, fraction=0.25, epochs=5))
+        metrics["val_loss"], metrics["n_params"]
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    cfg.validate()
+    t_start = time.perf_counter()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    store = Store(cfg.data)
+    targets = list(cfg.targets) if cfg.targets else sorted(store.targets)
+    for t in targets:
+        if t not in store.targets:
+            raise InputError(f"target {t!r} not in the store (has: {', '.join(sorted(store.targets))})",
+                             file=store.path, field="targets")
+    weights = {t: float(cfg.loss_weights.get(t, 1.0)) for t in targets}
+    data = GraphData(store, cfg.cutoff, targets)
+    omega_ev = store.omega_ev
+
+    split = grouped_split(store.formulas, tuple(cfg.split), cfg.split_seed)
+    if len(split["val"]) == 0:
+        raise InputError(f"the validation split is empty ({len(store)} entries); use a larger data set",
+                         file=store.path, field="split")
+    fraction = 1.0 if cfg.fraction is None and cfg.n_train is None else cfg.fraction
+    train_idx = nested_subset(split["train"], fraction=fraction, n_train=cfg.n_train, subset_seed=cfg.subset_seed)
+
+    device = _device(cfg.device)
+    _seed_everything(cfg.seed)
+    n_points = None if omega_ev is None else len(omega_ev)
+    model = build_model(cfg.arch, cfg.n_params, targets, n_points, num_layers=cfg.num_layers, cutoff=cfg.cutoff)
+    tidx = torch.as_tensor(train_idx)
+    model.set_target_stats({t: data.y[t][tidx].float() for t in targets})
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps,
+                                                                                   cfg.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total_steps, cfg.warmup_frac))
+
+    state = {"epoch": -1, "step": 0, "best_val": math.inf, "best_epoch": -1, "best_state": None, "bad_epochs": 0,
+             "history": [], "elapsed_s": 0.0, "train_time_s": 0.0, "data_time_s": 0.0, "samples": 0}
+    ckpt_path = Path(cfg.checkpoint_dir) / CHECKPOINT if cfg.checkpoint_dir else None
+    if ckpt_path is not None and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt["config"] != _resume_key(cfg):
+            raise InputError("checkpoint was written by a different configuration", file=ckpt_path, field="config")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state = ckpt["state"]
+    elapsed_before = state["elapsed_s"]
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+
+    use_bf16 = device.type == "cuda"
+    stop = state.get("stopped", False)
+    for epoch in range(state["epoch"] + 1, cfg.epochs):
+        if stop or state["step"] >= total_steps:
+            break
+        model.train()
+        t_epoch = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        total, count = 0.0, 0
+        t_data = time.perf_counter()
+        for batch in data.batches(train_idx, cfg.batch_size, shuffle=True, generator=gen):
+            batch = _to(batch, device)
+            state["data_time_s"] += time.perf_counter() - t_data
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                pred = model(batch)
+            loss = loss_fn(pred, batch, weights)
+            if not torch.isfinite(loss):
+                raise DivergedError(f"loss is {loss.item()} at epoch {epoch}, step {state['step']}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            n = batch.num_graphs
+            total += loss.item() * n
+            count += n
+            t_data = time.perf_counter()
+            if state["step"] >= total_steps:
+                break
+        state["train_time_s"] += time.perf_counter() - t_epoch
+        state["samples"] += count
+        val = evaluate(model, data, split["val"], device, weights, omega_ev, cfg.eval_batch_size)
+        if not math.isfinite(val["loss"]):
+            raise DivergedError(f"validation loss is {val['loss']} at epoch {epoch}")
+        improved = val["loss"] < state["best_val"]
+        if improved:
+            state.update(best_val=val["loss"], best_epoch=epoch, bad_epochs=0,
+                         best_state={k: v.detach().clone().cpu() for k, v in model.state_dict().items()})
+        else:
+            state["bad_epochs"] += 1
+        metrics = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": scheduler.get_last_lr()[0],
+                   "epoch_time_s": time.perf_counter() - t_epoch, **{f"val_{k}": v for k, v in val.items()},
+                   "best_val_loss": state["best_val"]}
+        state["history"].append(metrics)
+        state["epoch"] = epoch
+        if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
+            state["stopped"] = stop = True
+        state["elapsed_s"] = elapsed_before + time.perf_counter() - t_start
+        if ckpt_path is not None:
+            _save(ckpt_path, {"config": _resume_key(cfg), "model": model.state_dict(),
+                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                              "model_config": config_dict(model.config), "state": state})
+        if callback is not None and callback(epoch, metrics, str(ckpt_path) if ckpt_path else None):
+            stop = True
+
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    result: dict = {}
+    for name in ("val", "test"):
+        if len(split[name]):
+            m = evaluate(model, data, split[name], device, weights, omega_ev, cfg.eval_batch_size)
+            result.update({f"{name}_{k}": v for k, v in m.items()})
+    train_time = max(state["train_time_s"], 1e-9)
+    result.update({
+        "n_params": model.n_params, "n_train": len(train_idx), "n_val": len(split["val"]),
+        "n_test": len(split["test"]), "width": model.config.width, "head_width": model.config.head_width,
+        "epochs": state["epoch"] + 1, "best_epoch": state["best_epoch"], "steps": state["step"],
+        "wall_time_s": elapsed_before + time.perf_counter() - t_start,
+        "samples_per_s": state["samples"] / train_time,
+        "data_time_frac": state["data_time_s"] / train_time,
+        "peak_memory_mb": _peak_memory_mb(device),
+        "device": str(device),
+    })
+    return result
+
+
+def _resume_key(cfg: TrainConfig) -> dict:
+    """The configuration fields a checkpoint must agree on to be resumed."""
+    d = asdict(cfg)
+    for k in ("checkpoint_dir", "device", "num_threads", "eval_batch_size", "data"):
+        d.pop(k)
+    return d
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # process peak RSS
+
+
+def load_model(checkpoint: str | Path):
+    """The model of a checkpoint written by :func:`train` (weights of its last epoch)."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = model_from_config(ckpt["model_config"])
+    model.load_state_dict(ckpt["model"])
+    return model
