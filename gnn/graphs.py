@@ -46,7 +46,7 @@ def neighbor_list(pos: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.
     cell = np.ascontiguousarray(cell, dtype=np.float64)
     src, dst, shift, dist = find_points_in_spheres(pos, pos, r=float(cutoff), pbc=np.ones(3, dtype=np.int64),
                                                    lattice=cell, tol=1e-8)
-    keep = dist > 1e-8  # drop each atom's zero-distance self pair, keep its periodic images
+    keep = (dist > 1e-8) & (dist < cutoff)  # no zero-distance self pair; strictly inside the cutoff
     src, dst, shift = src[keep].astype(np.int64), dst[keep].astype(np.int64), np.rint(shift[keep]).astype(np.int64)
     order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], dst, src))
     return src[order], dst[order], shift[order]

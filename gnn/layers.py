@@ -57,19 +57,20 @@ class InteractionBlock(nn.Module):
 
     .. math::
         h \leftarrow \mathrm{LN}\big(h + \mathrm{Conv}(h, e)\big), \qquad
-        h \leftarrow \mathrm{LN}\big(h + \mathrm{FFN}(h)\big), \qquad \mathrm{FFN} = \mathrm{MLP}(w, 2w, w)
+        h \leftarrow \mathrm{LN}\big(h + \mathrm{FFN}(h)\big), \qquad \mathrm{FFN} = \mathrm{MLP}(w, f, w)
 
     ``arch="cgc"``: :class:`torch_geometric.nn.CGConv` (gated sum over neighbours; its own skip term is
     subtracted so the residual is counted once). ``arch="transformer"``:
     :class:`torch_geometric.nn.TransformerConv` with edge features, ``heads`` heads of width ``w / heads``.
 
     Args:
-        arch: ``"cgc"`` or ``"transformer"``. width: :math:`w`. edge_dim: radial basis size. heads: attention heads.
+        arch: ``"cgc"`` or ``"transformer"``. width: :math:`w`. edge_dim: radial basis size.
+        heads: attention heads. ffn_width: :math:`f` (default :math:`2w`).
     Shapes:
         ``h [N, w]``, ``edge_index [2, E]``, ``e [E, edge_dim]`` → ``[N, w]``.
     """
 
-    def __init__(self, arch: str, width: int, edge_dim: int, heads: int = 4):
+    def __init__(self, arch: str, width: int, edge_dim: int, heads: int = 4, ffn_width: int | None = None):
         super().__init__()
         from torch_geometric.nn import CGConv, TransformerConv
 
@@ -79,7 +80,7 @@ class InteractionBlock(nn.Module):
         else:
             self.conv = TransformerConv(width, width // heads, heads=heads, edge_dim=edge_dim, root_weight=False)
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.ffn = MLP(width, 2 * width, width)
+        self.ffn = MLP(width, ffn_width or 2 * width, width)
 
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         m = self.conv(h, edge_index, e)

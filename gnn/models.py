@@ -3,13 +3,13 @@
 Architecture (the paper's two-body family)::
 
     z ─ Embedding(100, w) ─┐
-    |r_ij| ─ RadialBasis ──┴─ L × InteractionBlock(w) ─ attention pooling ─┬─ MLP(w, h, 2K) → eps   [B, 2, K]
-                                                                           ├─ MLP(w, h, 1)  → drude [B] (softplus ≥ 0)
-                                                                           └─ MLP(w, h, S)  → scalars [B] each
+    |r_ij| ─ RadialBasis ──┴─ L × InteractionBlock(w, f) ─ attention pooling ─┬─ MLP(w, w, 2K) → eps [B, 2, K]
+                                                                              └─ MLP(w, w, S) → scalars [B] each
+                                                                                 (drude: softplus ≥ 0)
 
 Outputs are de-standardised with training-set statistics held in buffers (not parameters), so losses
 and metrics are in physical units. :func:`build_model` picks the width ``w`` (a multiple of 4) and the
-head width ``h`` so the parameter count is within ±3% of the request; counting happens on the ``meta``
+feed-forward width ``f`` so the parameter count is within ±3% of the request; counting happens on the ``meta``
 device, so even a 10⁸-parameter request allocates nothing.
 """
 
@@ -41,7 +41,7 @@ class ModelConfig:
 
     arch: str
     width: int
-    head_width: int
+    ffn_width: int
     targets: list[str]
     n_points: int | None = None
     num_layers: int = 3
@@ -61,19 +61,21 @@ class CrystalGNN(nn.Module):
             raise InputError(f"unknown arch {c.arch!r}; choose one of {', '.join(ARCHS)}", field="arch")
         if SPECTRUM in c.targets and not c.n_points:
             raise InputError("the spectrum target needs n_points", field="n_points")
-        w, h = c.width, c.head_width
+        w = c.width
+        if w % c.heads:
+            raise InputError(f"width {w} is not a multiple of heads={c.heads}", field="width")
         self.embed = nn.Embedding(NUM_ELEMENTS, w)
         self.rbf = RadialBasis(c.cutoff, c.num_basis)
-        self.blocks = nn.ModuleList(InteractionBlock(c.arch, w, c.num_basis, c.heads) for _ in range(c.num_layers))
+        self.blocks = nn.ModuleList(InteractionBlock(c.arch, w, c.num_basis, c.heads, c.ffn_width) for _ in range(c.num_layers))
         self.pool = AttentionalAggregation(gate_nn=nn.Linear(w, 1))
         self.scalars = [t for t in c.targets if t != SPECTRUM]
         self.heads = nn.ModuleDict()
         if SPECTRUM in c.targets:
-            self.heads[SPECTRUM] = MLP(w, h, 2 * c.n_points)
+            self.heads[SPECTRUM] = MLP(w, w, 2 * c.n_points)
             self.register_buffer("eps_mean", torch.zeros(2, c.n_points))
             self.register_buffer("eps_scale", torch.ones(2, 1))
         if self.scalars:
-            self.heads["scalars"] = MLP(w, h, len(self.scalars))
+            self.heads["scalars"] = MLP(w, w, len(self.scalars))
             self.register_buffer("scalar_mean", torch.zeros(len(self.scalars)))
             self.register_buffer("scalar_scale", torch.ones(len(self.scalars)))
 
@@ -126,18 +128,18 @@ def plan(arch: str, n_params: float, targets: list[str], n_points: int | None = 
     if arch not in ARCHS:
         raise InputError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}", field="arch")
 
-    def count(w: int, h: int) -> int:
-        return _count(ModelConfig(width=w, head_width=h, **base))
+    def count(w: int, f: int) -> int:
+        return _count(ModelConfig(width=w, ffn_width=f, **base))
 
     lo_w, hi_w = MIN_WIDTH // WIDTH_STEP, MAX_WIDTH // WIDTH_STEP
-    smallest = count(MIN_WIDTH, 4)
+    smallest = count(MIN_WIDTH, MIN_WIDTH // 2)
     if target < smallest * (1 - TOLERANCE):
         raise InputError(f"{arch} cannot be as small as {target:.3g} parameters with these targets "
                          f"(smallest: {smallest:.3g})", field="n_params")
     if target > count(MAX_WIDTH, MAX_WIDTH) * (1 + TOLERANCE):
         raise InputError(f"{arch} is limited to width {MAX_WIDTH}; {target:.3g} parameters is too many",
                          field="n_params")
-    while lo_w < hi_w:  # largest width (in steps) whose count at h = w is ≤ target
+    while lo_w < hi_w:  # largest width (in steps) whose count at f = w is ≤ target
         mid = (lo_w + hi_w + 1) // 2
         if count(mid * WIDTH_STEP, mid * WIDTH_STEP) <= target:
             lo_w = mid
@@ -145,13 +147,13 @@ def plan(arch: str, n_params: float, targets: list[str], n_points: int | None = 
             hi_w = mid - 1
     best = None
     for w in {lo_w * WIDTH_STEP, (lo_w + 1) * WIDTH_STEP}:
-        c0, c1 = count(w, w), count(w, w + 1)  # the count is linear in the head width
-        h = int(round(w + (target - c0) / (c1 - c0)))
-        h = min(max(h, max(4, w // 4)), 4 * w)
-        err = abs(count(w, h) - target)
+        c0, c1 = count(w, w), count(w, w + 1)  # the count is linear in the feed-forward width
+        f = int(round(w + (target - c0) / (c1 - c0)))
+        f = min(max(f, w // 2), 8 * w)
+        err = abs(count(w, f) - target)
         if best is None or err < best[0]:
-            best = (err, w, h)
-    config = ModelConfig(width=best[1], head_width=best[2], **base)
+            best = (err, w, f)
+    config = ModelConfig(width=best[1], ffn_width=best[2], **base)
     achieved = _count(config)
     if abs(achieved - target) > TOLERANCE * target:
         raise InputError(f"{arch}: closest reachable count is {achieved:.4g} for {target:.4g} parameters "

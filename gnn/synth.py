@@ -108,26 +108,34 @@ def prototypes(max_sites: int = 12) -> list[tuple[str, np.ndarray, np.ndarray, l
     return out
 
 
-def _structure_and_labels(rng: np.random.Generator, grid: np.ndarray, noise: float):
-    from gnn.graphs import neighbor_list
-
-    el = _element_table()
+def _draw_frame(rng: np.random.Generator, el: dict):
+    """A random prototype decorated with distinct metals, scaled to the metallic radii, strained and rattled."""
     protos = prototypes()
     label, lattice, frac, slots = protos[rng.integers(len(protos))]
-    n_species = max(slots) + 1
-    kinds = rng.choice(len(METALS), size=n_species, replace=False)
+    kinds = rng.choice(len(METALS), size=max(slots) + 1, replace=False)
     idx = kinds[np.array(slots)]  # metal index per site
     r = el["radius"][idx]
-    # volume per atom from metallic radii (packing ≈ 0.70), then random strain and rattle
-    target_volume = (4.0 / 3.0 * np.pi * r**3).sum() / 0.70 * rng.uniform(0.95, 1.05)
+    target_volume = (4.0 / 3.0 * np.pi * r**3).sum() / 0.70 * rng.uniform(0.95, 1.05)  # packing ≈ 0.70
     lattice = lattice * (target_volume / abs(np.linalg.det(lattice))) ** (1.0 / 3.0)
     strain = rng.normal(0.0, 0.02, size=(3, 3))
     lattice = lattice @ (np.eye(3) + 0.5 * (strain + strain.T))
     pos = frac @ lattice + rng.normal(0.0, 0.03, size=frac.shape)
-    volume = abs(np.linalg.det(lattice))
+    return label, lattice, pos, idx
 
-    src, dst, shift = neighbor_list(pos, lattice, cutoff=2.2 * r.max() * 1.3)
-    d = np.linalg.norm(pos[dst] + shift @ lattice - pos[src], axis=1)
+
+def _structure_and_labels(rng: np.random.Generator, grid: np.ndarray, noise: float):
+    from gnn.graphs import neighbor_list
+
+    el = _element_table()
+    while True:  # redraw frames with overlapping atoms or an atom that would be lonely at a 5 Å cutoff
+        label, lattice, pos, idx = _draw_frame(rng, el)
+        r = el["radius"][idx]
+        src, dst, shift = neighbor_list(pos, lattice, cutoff=max(5.0, 2.9 * r.max()))
+        d = np.linalg.norm(pos[dst] + shift @ lattice - pos[src], axis=1)
+        near = d < 5.0
+        if np.unique(src[near]).size == len(idx) and (d / (r[src] + r[dst])).min() > 0.75:
+            break
+    volume = abs(np.linalg.det(lattice))
     w = 1.0 / (1.0 + np.exp((d / (r[src] + r[dst]) - 1.18) / 0.04))
     cn = np.bincount(src, weights=w, minlength=len(idx))
     chi, dfill, val = el["chi"][idx], el["d_fill"][idx], el["valence"][idx]

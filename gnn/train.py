@@ -267,7 +267,7 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None]
     train_time = max(state["train_time_s"], 1e-9)
     result.update({
         "n_params": model.n_params, "n_train": len(train_idx), "n_val": len(split["val"]),
-        "n_test": len(split["test"]), "width": model.config.width, "head_width": model.config.head_width,
+        "n_test": len(split["test"]), "width": model.config.width, "ffn_width": model.config.ffn_width,
         "epochs": state["epoch"] + 1, "best_epoch": state["best_epoch"], "steps": state["step"],
         "wall_time_s": elapsed_before + time.perf_counter() - t_start,
         "samples_per_s": state["samples"] / train_time,
