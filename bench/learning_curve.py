@@ -27,8 +27,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=26000, help="structures to synthesise (80% are training)")
     ap.add_argument("--sizes", default="500,1000,2000,5000,10000,20000")
     ap.add_argument("--n-params", type=float, default=1e5)
-    ap.add_argument("--arch", default="cgc")
-    ap.add_argument("--samples", type=float, default=4e5, help="training samples per run (epochs = samples / n)")
+    ap.add_argument("--arch", default="transformer")
+    ap.add_argument("--samples", type=float, default=2e5, help="training samples per run (epochs = samples / n)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
 
@@ -38,7 +38,7 @@ def main() -> None:
     floor = Store(store).meta["synthetic"]["loss_floor_mae"]
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
-        epochs = max(20, min(200, math.ceil(args.samples / n)))
+        epochs = max(10, min(60, math.ceil(args.samples / n)))
         t = time.perf_counter()
         m = train(TrainConfig(data=str(store), arch=args.arch, n_params=args.n_params, n_train=n, epochs=epochs,
                               patience=None, num_threads=args.threads))
