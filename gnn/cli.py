@@ -4,6 +4,8 @@
     matscale data synth --n N --out DIR         built-in synthetic metals (ε(ω) and ω_D labels)
     matscale data info DIR                      summarise a store
     matscale train --data DIR --arch cgc --n-params 1e5 --fraction 0.25 --seed 0 --epochs 5 --json
+    matscale sweep SPEC [--address local|auto|ray://…] [--tracking-uri URI] [--resume] [--dry-run]
+    matscale demo                               the demo sweep on embedded defaults
 
 User errors print one line (``error: FILE: entry 'ID': field 'NAME': ...``) and exit with status 2.
 """
@@ -145,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matscale", description="Neural scaling laws of GNNs on crystals.")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
+    from sweeps.cli import register as register_sweeps
+
+    register_sweeps(sub)
     return parser
 
 

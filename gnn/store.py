@@ -26,11 +26,15 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from gnn.errors import InputError
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
 
 FORMAT = "matscale-store/1"
 SPECTRUM = "eps"  #: the one spectrum target: complex interband dielectric function
@@ -46,7 +50,7 @@ class Entry:
     """
 
     id: str
-    structure: "Structure"  # noqa: F821  (pymatgen, imported lazily)
+    structure: Structure
     targets: dict[str, object]
     source: str = ""
     extra: dict = field(default_factory=dict)

@@ -1,0 +1,321 @@
+"""The sweep driver: spec → data → Ray Tune (Optuna per point) → MLflow, idempotent and resumable.
+
+Follow one trial: :func:`run_sweep` validates the spec (:mod:`sweeps.spec`), builds the store and its graphs once
+(:func:`prepare_store`), creates the MLflow experiment and a parent run, asks MLflow which trials already
+FINISHED under the same spec hash, and hands the rest to :class:`sweeps.search.PointSearcher`; Ray runs each as
+:func:`sweeps.trial.run_trial`, which trains with :func:`gnn.train` and logs the child run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from gnn.errors import InputError
+from sweeps import tracking
+from sweeps.spec import SEARCHABLE, Spec, plan_table
+
+RAY_STATE = "matscale_sweep.json"
+
+
+def _data_dir(spec: Spec) -> Path:
+    return Path(spec.dataset.get("data_dir") or Path(spec.storage_path).parent / "data").resolve()
+
+
+def store_location(spec: Spec) -> Path:
+    """Where the spec's store lives (or will be built)."""
+    ds = spec.dataset
+    if "store" in ds:
+        return Path(ds["store"]).resolve()
+    if "synthetic" in ds:
+        s = ds["synthetic"]
+        return _data_dir(spec) / f"synthetic-n{s['n']}-p{s['points']}-s{s['seed']}-noise{s['noise']:g}"
+    imp = ds["import"]
+    digest = hashlib.sha256(json.dumps(imp, sort_keys=True).encode()).hexdigest()[:10]
+    return _data_dir(spec) / f"{imp['kind']}-{digest}"
+
+
+def prepare_store(spec: Spec, progress: bool = True) -> Path:
+    """Build (or find) the spec's store and its graphs for the spec's cutoff — once, before any trial."""
+    from gnn.graphs import build_graphs
+    from gnn.readers import import_store
+    from gnn.synth import synth_store
+
+    ds, path = spec.dataset, store_location(spec)
+    if not (path / "meta.json").exists():
+        if "store" in ds:
+            raise InputError("not a matscale store (no meta.json)", file=spec.path, field="dataset.store")
+        if "synthetic" in ds:
+            s = ds["synthetic"]
+            synth_store(s["n"], path, points=s["points"], seed=s["seed"], noise=s["noise"], cutoff=ds["cutoff"],
+                        progress=progress)
+        else:
+            imp = ds["import"]
+            import_store(imp["kind"], imp["src"], path, targets=imp.get("targets"), points=imp.get("points"),
+                         cutoff=ds["cutoff"], progress=progress)
+    build_graphs(path, ds["cutoff"], progress=progress)
+    return path
+
+
+def check_against_store(spec: Spec, store_path: Path) -> tuple[int, list]:
+    """Errors naming the spec field for sizes and targets the data or the architectures cannot meet."""
+    from gnn.models import plan
+    from gnn.splits import grouped_split
+    from gnn.store import Store
+
+    store = Store(store_path)
+    train_size = len(grouped_split(store.formulas)["train"])
+    targets = spec.targets or sorted(store.targets)
+    for t in targets:
+        if t not in store.targets:
+            raise InputError(f"target {t!r} not in the data (has: {', '.join(sorted(store.targets))})",
+                             file=spec.path, field="targets")
+    points = spec.points(train_size)
+    for p in points:
+        if not 1 <= p.n_train <= train_size:
+            field = "axes.data_fractions" if p.fraction is not None else "axes.n_train"
+            raise InputError(f"n_train {p.n_train} is larger than the training split ({train_size} structures)",
+                             file=spec.path, field=field)
+    n_points = None if store.omega_ev is None else len(store.omega_ev)
+    for arch in spec.archs:
+        for n in spec.n_params:
+            try:
+                plan(arch, n, targets, n_points)
+            except InputError as exc:
+                raise InputError(str(exc).split(": ", 1)[-1], file=spec.path, field="axes.n_params") from None
+    return train_size, points
+
+
+def trial_resources(spec: Spec, n_params: float | None = None) -> dict:
+    """Ray resources of one trial; ``auto`` packs small models onto fractions of a GPU."""
+    import ray
+
+    if spec.resources != "auto":
+        return {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if not gpus:
+        return {"cpu": 1, "gpu": 0}
+    # AdamW state + weights ≈ 16 B/parameter, activations and the CUDA context ≈ 2 GiB: 1/8 of a GPU at 1e6
+    need_gib = 2.0 + 16 * max(spec.n_params) / 2**30 * 4
+    fraction = min(1.0, max(0.125, round(need_gib / 80 * 8) / 8))
+    return {"cpu": 1, "gpu": fraction}
+
+
+def _check_cluster(spec: Spec, resources: dict) -> None:
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    most_gpus = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
+    most_cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
+    autoscale = os.environ.get("MATSCALE_AUTOSCALE") == "1"  # GPU workers may start later (min_workers: 0)
+    if resources["gpu"] > most_gpus and not autoscale:
+        raise InputError(f"asks for {resources['gpu']:g} GPUs per trial; the largest node has {most_gpus:g} "
+                         "(set MATSCALE_AUTOSCALE=1 on autoscaling clusters)", file=spec.path, field="resources.gpu")
+    if resources["cpu"] > most_cpus and not autoscale:
+        raise InputError(f"asks for {resources['cpu']:g} CPUs per trial; the largest node has {most_cpus:g}",
+                         file=spec.path, field="resources.cpu")
+
+
+def _typed(params: dict) -> dict:
+    """Hyperparameters read back from MLflow params (strings) in their Python types."""
+    out = {}
+    for k, v in params.items():
+        if k.startswith("hp."):
+            name = k[3:]
+            out[name] = SEARCHABLE.get(name, float)(float(v)) if name in SEARCHABLE else v
+    return out
+
+
+def _ray_init(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address in (None, "local"):
+        ray.init(address="local", include_dashboard=False, configure_logging=False)
+    else:  # "auto" (attach to the cluster this machine belongs to) or "ray://head:10001"
+        ray.init(address=address, configure_logging=False)
+
+
+def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False, dry_run: bool = False,
+              stage: str = "grid", extra_tags: dict | None = None, progress: bool = True, out=sys.stdout) -> dict:
+    """Run (or plan) a sweep; returns a summary with the parent run id and per-trial outcomes."""
+    from ray import tune
+
+    from sweeps.search import PerPointScheduler, PointSearcher
+    from sweeps.trial import TrialContext, run_trial
+
+    store_path = store_location(spec)
+    exact = (store_path / "meta.json").exists()
+    if dry_run:
+        if exact:
+            _, points = check_against_store(spec, store_path)
+        else:
+            points = spec.points()
+        print(plan_table(spec, points, exact), file=out)
+        return {"planned": len(points) * spec.hpo["trials_per_point"], "spec_hash": spec.hash}
+
+    spec.tracking_uri = tracking.normalise_uri(spec.tracking_uri)
+    tracking.check_reachable(spec.tracking_uri)
+    c = tracking.client(spec.tracking_uri)
+    try:
+        exp_id = tracking.experiment_id(c, spec.experiment)
+    except Exception as exc:  # noqa: BLE001 - any backend failure means the URI is unusable
+        raise InputError(f"cannot use tracking URI {spec.tracking_uri} ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]})", file=spec.path, field="tracking_uri") from None
+    store_path = prepare_store(spec, progress=progress)
+    _, points = check_against_store(spec, store_path)
+    _ray_init(address)
+    resources = trial_resources(spec)
+    _check_cluster(spec, resources)
+
+    storage = spec.storage_path if "://" in spec.storage_path else str(Path(spec.storage_path).resolve())
+    prefix = f"{spec.experiment}-{spec.hash[:8]}-"
+    restored = _find_restorable(storage, prefix) if resume else None
+    summary = {"experiment_id": exp_id, "spec_hash": spec.hash, "store": str(store_path)}
+    searcher = None
+    if restored is None:  # which trials are left: MLflow is the record of what FINISHED
+        finished = {r.data.tags[f"{tracking.TAG}trial_key"]: (_typed(r.data.params), r.data.metrics.get("val_loss"))
+                    for r in tracking.trial_runs(c, exp_id, spec.hash, tracking.FINISHED)}
+        unfinished = {}
+        if resume:
+            for r in tracking.trial_runs(c, exp_id, spec.hash):
+                key = r.data.tags[f"{tracking.TAG}trial_key"]
+                if r.info.status != tracking.FINISHED and key not in finished:
+                    unfinished[key] = _typed(r.data.params)
+        searcher = PointSearcher(points, spec.hpo["trials_per_point"], spec.hpo["space"],
+                                 sampler=spec.hpo["sampler"], done=finished, resume=unfinished)
+        summary.update(skipped=len(points) * spec.hpo["trials_per_point"] - len(searcher), planned=len(searcher))
+        if len(searcher) == 0:
+            print(f"all {len(finished)} trials of spec {spec.hash} already FINISHED in experiment "
+                  f"{spec.experiment!r}; nothing to run", file=out)
+            return {**summary, "status": "NOTHING_TO_DO", "parent_run_id": None, "trials": _trials(c, exp_id, spec)}
+
+    if restored is not None:
+        ray_dir, state = restored
+        sweep_id, parent_id = state["sweep_id"], state["parent_run_id"]
+        c.update_run(parent_id, status=tracking.RUNNING)
+    else:
+        sweep_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        parent_id = _start_parent(c, exp_id, spec, sweep_id, stage, points, store_path, extra_tags)
+    summary.update(sweep_id=sweep_id, parent_run_id=parent_id)
+
+    ctx = TrialContext(store=str(store_path), cutoff=spec.dataset["cutoff"], targets=spec.targets,
+                       loss_weights=spec.loss_weights, budget=spec.budget, tracking_uri=spec.tracking_uri,
+                       experiment_id=exp_id, parent_run_id=parent_id, sweep_id=sweep_id, spec_hash=spec.hash,
+                       stage=stage, save_checkpoint=spec.save_checkpoint, system_metrics=spec.system_metrics,
+                       num_threads=spec.num_threads or int(max(1, resources["cpu"])), extra_tags=extra_tags or {})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
+                                    {"cpu": resources["cpu"], "gpu": resources["gpu"]})
+    _allow_pending(spec, resources)
+    status = tracking.FINISHED
+    try:
+        if restored is not None:
+            print(f"resuming {ray_dir}", file=out)
+            tuner = tune.Tuner.restore(ray_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            es = spec.hpo["early_stopping"]
+            scheduler = None if es["type"] == "none" else PerPointScheduler(
+                es["type"], spec.budget["epochs"], es["grace_epochs"], es["reduction_factor"], es["min_trials"])
+            name = prefix + sweep_id
+            _write_state(storage, name, {"sweep_id": sweep_id, "parent_run_id": parent_id, "spec_hash": spec.hash})
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=len(searcher),
+                                            max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
+                run_config=tune.RunConfig(
+                    name=name, storage_path=storage, verbose=1 if progress else 0,
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        results = tuner.fit()
+        errors = [r.error for r in results if r.error is not None]
+        summary["errors"] = [f"{type(e).__name__}: {e}"[:300] for e in errors]
+        if errors:
+            status = tracking.FAILED
+    except KeyboardInterrupt:
+        status = tracking.KILLED
+        raise
+    finally:
+        killed = tracking.mark_unfinished(c, exp_id, parent_id, tracking.KILLED)
+        if killed and status == tracking.FINISHED:
+            status = tracking.KILLED
+        c.set_terminated(parent_id, status)
+        summary["status"] = status
+    summary["trials"] = _trials(c, exp_id, spec)
+    return summary
+
+
+def _start_parent(c, exp_id: str, spec: Spec, sweep_id: str, stage: str, points: list, store_path: Path,
+                  extra_tags: dict | None) -> str:
+    """The parent run of one sweep invocation, with the spec as an artifact."""
+    import yaml
+
+    parent = c.create_run(exp_id, run_name=f"{stage}-{sweep_id}", tags={
+        f"{tracking.TAG}kind": "sweep", f"{tracking.TAG}sweep_id": sweep_id, f"{tracking.TAG}spec_hash": spec.hash,
+        f"{tracking.TAG}stage": stage, f"{tracking.TAG}git_commit": tracking.git_commit(), **(extra_tags or {})})
+    parent_id = parent.info.run_id
+    tracking.log_batch(c, parent_id, params={
+        "spec": spec.path, "archs": ",".join(spec.archs), "n_params": spec.n_params, "seeds": spec.seeds,
+        "n_train": sorted({p.n_train for p in points}), "trials_per_point": spec.hpo["trials_per_point"],
+        "store": str(store_path)})
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "spec.yaml").write_text(yaml.safe_dump(spec.as_dict(), sort_keys=False))
+        c.log_artifact(parent_id, str(Path(d) / "spec.yaml"))
+    return parent_id
+
+
+def _trials(c, exp_id: str, spec: Spec) -> list[dict]:
+    runs = tracking.trial_runs(c, exp_id, spec.hash)
+    return [{"key": r.data.tags.get(f"{tracking.TAG}trial_key"), "status": r.info.status,
+             "val_loss": r.data.metrics.get("val_loss"), "run_id": r.info.run_id} for r in runs]
+
+
+def _allow_pending(spec: Spec, resources: dict) -> None:
+    """Let Tune start as many trials at once as fit (it allows one pending trial for custom searchers)."""
+    import ray
+
+    total = ray.cluster_resources()
+    slots = total.get("CPU", 1) / max(resources["cpu"], 1e-9)
+    if resources["gpu"]:
+        slots = min(slots, max(total.get("GPU", 0), 1) / resources["gpu"])
+    if spec.max_concurrent:
+        slots = min(slots, spec.max_concurrent)
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, int(slots)))
+
+
+def _write_state(storage: str, name: str, state: dict) -> None:
+    if "://" in storage:
+        return  # remote storage: resume by MLflow lookups only
+    folder = Path(storage) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RAY_STATE).write_text(json.dumps(state))
+
+
+def _find_restorable(storage: str, prefix: str) -> tuple[str, dict] | None:
+    """The newest Ray experiment of this spec that Tune can restore, with its sweep state."""
+    from ray import tune
+
+    if "://" in storage or not Path(storage).is_dir():
+        return None
+    for folder in sorted(Path(storage).glob(prefix + "*"), reverse=True):
+        state = folder / RAY_STATE
+        if state.exists() and tune.Tuner.can_restore(str(folder)):
+            return str(folder), json.loads(state.read_text())
+    return None
+
+
+def summary_table(summary: dict) -> str:
+    """Final losses per trial, sorted by key (printed after a sweep)."""
+    rows = sorted(summary.get("trials", []), key=lambda r: r["key"] or "")
+    lines = [f"{'trial':<36} {'status':<9} {'val_loss':>10}"]
+    for r in rows:
+        v = r["val_loss"]
+        lines.append(f"{r['key']:<36} {r['status']:<9} {v:>10.4f}" if v is not None else
+                     f"{r['key']:<36} {r['status']:<9} {'-':>10}")
+    return "\n".join(lines)

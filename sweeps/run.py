@@ -1,0 +1,31 @@
+"""Run a sweep from a script: ``python sweeps/run.py --spec SPEC`` — what ``ray submit CLUSTER.yaml sweeps/run.py
+-- --spec …`` executes on a cluster head. It attaches to the running cluster (``--address auto``) by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file, from a checkout
+
+from gnn.cli import main as matscale  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spec", required=True)
+    ap.add_argument("--address", default="auto")
+    ap.add_argument("--tracking-uri")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args(argv)
+    cmd = ["sweep", args.spec, "--address", args.address]
+    cmd += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
+    cmd += ["--resume"] * args.resume + ["--dry-run"] * args.dry_run
+    return matscale(cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The Ray Tune trainable: one trial = one ``gnn.train`` run, tracked in its own MLflow child run.
+
+The MLflow run is started here, inside the worker, so system metrics and artifacts come from the machine
+that trains. The run id travels in every Tune checkpoint, so a trial that Ray retries after a failure
+(a crashed worker, a lost node) resumes from its last epoch *and* keeps its MLflow run. A trial whose key
+already has a FINISHED run under the same spec hash returns at once: re-running never duplicates a point.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ray import tune
+
+from sweeps import tracking
+
+RUN_FILE = "mlflow_run.json"
+
+
+@dataclass
+class TrialContext:
+    """What every trial of a sweep shares (passed once through ``tune.with_parameters``)."""
+
+    store: str
+    cutoff: float
+    targets: list[str] | None
+    loss_weights: dict
+    budget: dict
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    sweep_id: str
+    spec_hash: str
+    stage: str = "grid"
+    save_checkpoint: bool = False
+    system_metrics: bool = True
+    num_threads: int | None = None
+    extra_tags: dict = field(default_factory=dict)
+
+
+def trial_key(config: dict) -> str:
+    return f"{config['point']}-t{config['trial_index']}"
+
+
+def flat_params(config: dict, ctx: TrialContext) -> dict:
+    """The flattened trial configuration logged as MLflow params."""
+    return {"arch": config["arch"], "n_params_target": config["n_params"], "n_train": config["n_train"],
+            "fraction": config["fraction"], "seed": config["seed"], "trial_index": config["trial_index"],
+            **{f"hp.{k}": v for k, v in config["hparams"].items()},
+            "epochs": ctx.budget["epochs"], "max_steps": ctx.budget.get("max_steps"),
+            "patience": ctx.budget.get("patience"), "cutoff": ctx.cutoff,
+            "targets": ",".join(ctx.targets) if ctx.targets else "all",
+            **{f"loss_weight.{k}": v for k, v in ctx.loss_weights.items()}, "store": ctx.store}
+
+
+def _start_run(c, config: dict, ctx: TrialContext) -> str:
+    key = trial_key(config)
+    tags = {"mlflow.parentRunId": ctx.parent_run_id, "mlflow.runName": key,
+            f"{tracking.TAG}kind": "trial", f"{tracking.TAG}sweep_id": ctx.sweep_id,
+            f"{tracking.TAG}spec_hash": ctx.spec_hash, f"{tracking.TAG}stage": ctx.stage,
+            f"{tracking.TAG}point": config["point"], f"{tracking.TAG}trial_key": key,
+            f"{tracking.TAG}arch": config["arch"], f"{tracking.TAG}node_id": _node_id(), **ctx.extra_tags}
+    run = c.create_run(ctx.experiment_id, run_name=key, tags=tags)
+    tracking.log_batch(c, run.info.run_id, params=flat_params(config, ctx),
+                       metrics={"n_params_target": config["n_params"], "n_train": config["n_train"],
+                                "seed": config["seed"], "trial_index": config["trial_index"],
+                                **({"fraction": config["fraction"]} if config["fraction"] else {})})
+    return run.info.run_id
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
+def _learning_curve_png(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_loss"] for h in history], label="train")
+    ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_trial(config: dict, ctx: TrialContext) -> None:
+    """Ray Tune function trainable (see the module docstring)."""
+    import mlflow
+
+    from gnn.train import DivergedError, TrainConfig, train
+
+    c = tracking.client(ctx.tracking_uri)
+    key = trial_key(config)
+    work = Path(tempfile.mkdtemp(prefix="matscale-trial-"))
+    run_id = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a retry: resume training and the same MLflow run
+        with checkpoint.as_directory() as d:
+            shutil.copy(Path(d) / "checkpoint.pt", work / "checkpoint.pt")
+            run_id = json.loads((Path(d) / RUN_FILE).read_text())["run_id"]
+    if run_id is None:
+        existing = tracking.find_trial_run(c, ctx.experiment_id, ctx.spec_hash, key)
+        if existing is not None and existing.info.status == tracking.FINISHED:
+            m = existing.data.metrics
+            tune.report({"val_loss": m.get("val_loss", float("nan")), "best_val_loss": m.get("val_loss", float("nan")),
+                         "skipped": 1})
+            return
+        run_id = existing.info.run_id if existing is not None else _start_run(c, config, ctx)
+
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    c.set_tag(run_id, f"{tracking.TAG}node_id", _node_id())  # where it (last) ran
+    history: list[dict] = []
+
+    def report(epoch: int, metrics: dict, ckpt_path: str | None) -> None:
+        history.append(metrics)
+        tracking.log_batch(c, run_id, metrics={f"epoch/{k}": v for k, v in metrics.items() if k != "epoch"},
+                           step=epoch)
+        with tempfile.TemporaryDirectory() as d:
+            shutil.copy(ckpt_path, Path(d) / "checkpoint.pt")
+            (Path(d) / RUN_FILE).write_text(json.dumps({"run_id": run_id}))
+            tune.report({"epoch": epoch, "val_loss": metrics["val_loss"], "best_val_loss": metrics["best_val_loss"],
+                         "train_loss": metrics["train_loss"]}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    hp = config["hparams"]
+    train_config = TrainConfig(
+        data=ctx.store, arch=config["arch"], n_params=config["n_params"], targets=ctx.targets,
+        n_train=config["n_train"], seed=config["seed"], epochs=ctx.budget["epochs"],
+        max_steps=ctx.budget.get("max_steps"), patience=ctx.budget.get("patience"),
+        loss_weights=ctx.loss_weights, cutoff=ctx.cutoff, checkpoint_dir=str(work),
+        num_threads=ctx.num_threads, **{k: (int(v) if k == "batch_size" else float(v)) for k, v in hp.items()})
+    with mlflow.start_run(run_id=run_id, log_system_metrics=ctx.system_metrics):
+        try:
+            t0 = time.time()
+            result = train(train_config, callback=report)
+        except SystemExit:  # Tune's scheduler stopped this trial early (inside tune.report)
+            best = min(h["val_loss"] for h in history)
+            tracking.log_batch(c, run_id, metrics={"val_loss": best, "epochs": len(history)},
+                               tags={f"{tracking.TAG}early_stopped": len(history)})
+            mlflow.end_run(tracking.FINISHED)
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        except DivergedError as exc:
+            c.set_tag(run_id, f"{tracking.TAG}failure_reason", f"diverged: {exc}")
+            mlflow.end_run(tracking.FAILED)
+            tune.report({"val_loss": float("inf"), "best_val_loss": float("inf"), "diverged": 1})
+            shutil.rmtree(work, ignore_errors=True)
+            return
+        except Exception as exc:
+            c.set_tag(run_id, f"{tracking.TAG}failure_reason", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.end_run(tracking.FAILED)
+            raise  # Ray retries from the last checkpoint (FailureConfig.max_failures)
+        numbers = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        tracking.log_batch(c, run_id, metrics={**numbers, "trial_wall_time_s": time.time() - t0},
+                           params={"n_params": result["n_params"], "width": result["width"],
+                                   "ffn_width": result["ffn_width"], "device": result["device"]})
+        (work / "metrics.json").write_text(json.dumps(result, indent=1))
+        mlflow.log_artifact(str(work / "metrics.json"))
+        if history:
+            _learning_curve_png(history, work / "learning_curve.png")
+            mlflow.log_artifact(str(work / "learning_curve.png"))
+        if ctx.save_checkpoint:
+            mlflow.log_artifact(str(work / "checkpoint.pt"), artifact_path="checkpoint")
+        mlflow.end_run(tracking.FINISHED)
+    shutil.rmtree(work, ignore_errors=True)
