@@ -162,15 +162,15 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
         return {"planned": len(points) * spec.hpo["trials_per_point"], "spec_hash": spec.hash}
 
     spec.tracking_uri = tracking.normalise_uri(spec.tracking_uri)
-    tracking.check_reachable(spec.tracking_uri)
+    tracking.check_reachable(spec.tracking_uri, file=spec.path)
+    store_path = prepare_store(spec, progress=progress)
+    _, points = check_against_store(spec, store_path)
     c = tracking.client(spec.tracking_uri)
     try:
         exp_id = tracking.experiment_id(c, spec.experiment)
     except Exception as exc:  # noqa: BLE001 - any backend failure means the URI is unusable
         raise InputError(f"cannot use tracking URI {spec.tracking_uri} ({type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:200]})", file=spec.path, field="tracking_uri") from None
-    store_path = prepare_store(spec, progress=progress)
-    _, points = check_against_store(spec, store_path)
     _ray_init(address)
     resources = trial_resources(spec)
     _check_cluster(spec, resources)

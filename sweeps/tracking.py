@@ -42,7 +42,7 @@ def normalise_uri(uri: str) -> str:
     return uri
 
 
-def check_reachable(uri: str, field: str = "tracking_uri") -> None:
+def check_reachable(uri: str, field: str = "tracking_uri", file: str | None = None) -> None:
     """Fail fast, with one line, when the tracking server cannot be reached."""
     if uri.startswith(("http://", "https://")):
         import urllib.error
@@ -52,10 +52,10 @@ def check_reachable(uri: str, field: str = "tracking_uri") -> None:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise InputError(f"tracking server {uri} is not reachable ({getattr(exc, 'reason', exc)})",
-                             field=field) from None
+                             file=file, field=field) from None
     elif uri.startswith("file:") or "://" not in uri:
         raise InputError(f"{uri!r}: use sqlite:///PATH/mlflow.db locally or an http(s):// server (MLflow refuses "
-                         "the file store)", field=field)
+                         "the file store)", file=file, field=field)
 
 
 def experiment_id(c, name: str, artifact_location: str | None = None) -> str:

@@ -125,16 +125,21 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     mlflow.set_tracking_uri(ctx.tracking_uri)
     c.set_tag(run_id, f"{tracking.TAG}node_id", _node_id())  # where it (last) ran
     history: list[dict] = []
+    cost = {"mlflow_s": 0.0, "tune_s": 0.0}  # what tracking and reporting add per epoch (bench/sweep_overhead.py)
 
     def report(epoch: int, metrics: dict, ckpt_path: str | None) -> None:
         history.append(metrics)
+        t = time.perf_counter()
         tracking.log_batch(c, run_id, metrics={f"epoch/{k}": v for k, v in metrics.items() if k != "epoch"},
                            step=epoch)
+        cost["mlflow_s"] += time.perf_counter() - t
+        t = time.perf_counter()
         with tempfile.TemporaryDirectory() as d:
             shutil.copy(ckpt_path, Path(d) / "checkpoint.pt")
             (Path(d) / RUN_FILE).write_text(json.dumps({"run_id": run_id}))
             tune.report({"epoch": epoch, "val_loss": metrics["val_loss"], "best_val_loss": metrics["best_val_loss"],
                          "train_loss": metrics["train_loss"]}, checkpoint=tune.Checkpoint.from_directory(d))
+        cost["tune_s"] += time.perf_counter() - t
 
     hp = config["hparams"]
     train_config = TrainConfig(
@@ -165,7 +170,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
             mlflow.end_run(tracking.FAILED)
             raise  # Ray retries from the last checkpoint (FailureConfig.max_failures)
         numbers = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        tracking.log_batch(c, run_id, metrics={**numbers, "trial_wall_time_s": time.time() - t0},
+        per_report = {f"{k}_per_report": v / max(len(history), 1) for k, v in cost.items()}
+        tracking.log_batch(c, run_id, metrics={**numbers, **per_report, "trial_wall_time_s": time.time() - t0},
                            params={"n_params": result["n_params"], "width": result["width"],
                                    "ffn_width": result["ffn_width"], "device": result["device"]})
         (work / "metrics.json").write_text(json.dumps(result, indent=1))
