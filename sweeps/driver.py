@@ -273,13 +273,18 @@ def _start_parent(c, exp_id: str, spec: Spec, sweep_id: str, stage: str, points:
 def _trials(c, exp_id: str, spec: Spec) -> list[dict]:
     runs = tracking.trial_runs(c, exp_id, spec.hash)
     return [{"key": r.data.tags.get(f"{tracking.TAG}trial_key"), "status": r.info.status,
-             "val_loss": r.data.metrics.get("val_loss"), "run_id": r.info.run_id} for r in runs]
+             "val_loss": r.data.metrics.get("val_loss"), "run_id": r.info.run_id,
+             "order": (r.data.tags.get(f"{tracking.TAG}arch", ""), r.data.metrics.get("n_params_target", 0),
+                       r.data.metrics.get("n_train", 0), r.data.metrics.get("seed", 0),
+                       r.data.metrics.get("trial_index", 0))} for r in runs]
 
 
 def _allow_pending(spec: Spec, resources: dict) -> None:
     """Let Tune start as many trials at once as fit (it allows one pending trial for custom searchers)."""
     import ray
 
+    # one checkpoint per epoch and trial is the design (resumable trials); Tune warns about it at every epoch
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     total = ray.cluster_resources()
     slots = total.get("CPU", 1) / max(resources["cpu"], 1e-9)
     if resources["gpu"]:
@@ -312,7 +317,7 @@ def _find_restorable(storage: str, prefix: str) -> tuple[str, dict] | None:
 
 def summary_table(summary: dict) -> str:
     """Final losses per trial, sorted by key (printed after a sweep)."""
-    rows = sorted(summary.get("trials", []), key=lambda r: r["key"] or "")
+    rows = sorted(summary.get("trials", []), key=lambda r: r["order"])
     lines = [f"{'trial':<36} {'status':<9} {'val_loss':>10}"]
     for r in rows:
         v = r["val_loss"]
