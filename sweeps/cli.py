@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 SPECS = Path(__file__).resolve().parent / "specs"
@@ -21,6 +22,17 @@ def _cmd_sweep(args) -> None:
     elif not args.dry_run:
         print(summary_table(summary))
         print(f"MLflow: experiment {spec.experiment!r} at {spec.tracking_uri}, parent run {summary['parent_run_id']}")
+    _exit_status(summary)
+
+
+def _exit_status(summary: dict) -> None:
+    """Exit non-zero when the sweep was interrupted (130) or trials failed (1)."""
+    if summary.get("status") == "KILLED":
+        print("interrupted: run the same command with --resume to continue", file=sys.stderr)
+        raise SystemExit(130)
+    if summary.get("status") == "FAILED":
+        print(f"{len(summary.get('errors', []))} trials failed; see the FAILED runs in MLflow", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def _cmd_demo(args) -> None:
@@ -33,6 +45,7 @@ def _cmd_demo(args) -> None:
     spec.dataset["data_dir"] = str(out / "data")
     summary = run_sweep(spec, address="local", resume=args.resume)
     print(summary_table(summary))
+    _exit_status(summary)
     try:
         from analysis.cli import report_after_sweep  # the scaling-law analysis, where installed
     except ImportError:

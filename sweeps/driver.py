@@ -149,7 +149,7 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
     from ray import tune
 
     from sweeps.search import PerPointScheduler, PointSearcher
-    from sweeps.trial import TrialContext, run_trial
+    from sweeps.trial import MarkEarlyStopped, TrialContext, run_trial
 
     store_path = store_location(spec)
     exact = (store_path / "meta.json").exists()
@@ -222,7 +222,8 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
         else:
             es = spec.hpo["early_stopping"]
             scheduler = None if es["type"] == "none" else PerPointScheduler(
-                es["type"], spec.budget["epochs"], es["grace_epochs"], es["reduction_factor"], es["min_trials"])
+                es["type"], spec.budget["epochs"], es["grace_epochs"], es["reduction_factor"], es["min_trials"],
+                on_stop=MarkEarlyStopped(spec.tracking_uri, exp_id, spec.hash))
             name = prefix + sweep_id
             _write_state(storage, name, {"sweep_id": sweep_id, "parent_run_id": parent_id, "spec_hash": spec.hash})
             tuner = tune.Tuner(
@@ -242,9 +243,10 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
         status = tracking.KILLED
         raise
     finally:
-        killed = tracking.mark_unfinished(c, exp_id, parent_id, tracking.KILLED)
-        if killed and status == tracking.FINISHED:
-            status = tracking.KILLED
+        tracking.mark_unfinished(c, exp_id, parent_id, tracking.KILLED)
+        left = [r for r in tracking.trial_runs(c, exp_id, spec.hash) if r.info.status == tracking.KILLED]
+        if status == tracking.FINISHED and (left or tracking.count_missing(c, exp_id, spec, points)):
+            status = tracking.KILLED  # interrupted (Ctrl-C): trials were stopped or never started
         c.set_terminated(parent_id, status)
         summary["status"] = status
     summary["trials"] = _trials(c, exp_id, spec)

@@ -134,10 +134,11 @@ class PerPointScheduler(FIFOScheduler):
     """
 
     def __init__(self, kind: str, max_epochs: int, grace_epochs: int = 1, reduction_factor: float = 2,
-                 min_trials: int = 2):
+                 min_trials: int = 2, on_stop=None):
         super().__init__()
         self.kind, self.max_epochs, self.grace = kind, max_epochs, grace_epochs
         self.reduction_factor, self.min_trials = reduction_factor, min_trials
+        self.on_stop = on_stop  #: called with the trial config before a trial is stopped early
         self.subs: dict[str, TrialScheduler] = {}
 
     def _sub(self, trial) -> TrialScheduler:
@@ -163,7 +164,10 @@ class PerPointScheduler(FIFOScheduler):
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if METRIC not in result:
             return TrialScheduler.CONTINUE
-        return self._sub(trial).on_trial_result(tune_controller, trial, result)
+        decision = self._sub(trial).on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and self.on_stop is not None:
+            self.on_stop(trial.config)
+        return decision
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         if result and METRIC in result:

@@ -123,6 +123,12 @@ def log_batch(c, run_id: str, metrics: dict | None = None, params: dict | None =
         c.log_batch(run_id, metrics=bm, params=bp, tags=bt)
 
 
+def count_missing(c, exp_id: str, spec, points: list) -> int:
+    """How many trials of a spec have no FINISHED run yet (failed ones count as missing)."""
+    done = {r.data.tags.get(f"{TAG}trial_key") for r in trial_runs(c, exp_id, spec.hash, FINISHED)}
+    return sum(f"{p.key}-t{t}" not in done for p in points for t in range(spec.hpo["trials_per_point"]))
+
+
 def mark_unfinished(c, exp_id: str, parent_run_id: str, status: str = KILLED) -> int:
     """Set every still-RUNNING child run of a parent to ``status``; returns how many."""
     runs = search_all(c, [exp_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'")

@@ -73,6 +73,20 @@ def _start_run(c, config: dict, ctx: TrialContext) -> str:
     return run.info.run_id
 
 
+class MarkEarlyStopped:
+    """Scheduler hook (driver side): tag a trial's run ``matscale.early_stopped`` before Tune stops it, so the
+    trial records a deliberate early stop as FINISHED and an interruption (Ctrl-C) as KILLED."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, spec_hash: str):
+        self.tracking_uri, self.experiment_id, self.spec_hash = tracking_uri, experiment_id, spec_hash
+
+    def __call__(self, config: dict) -> None:
+        c = tracking.client(self.tracking_uri)
+        run = tracking.find_trial_run(c, self.experiment_id, self.spec_hash, trial_key(config))
+        if run is not None:
+            c.set_tag(run.info.run_id, f"{tracking.TAG}early_stopped", "true")
+
+
 def _node_id() -> str:
     import ray
 
@@ -152,12 +166,15 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         try:
             t0 = time.time()
             result = train(train_config, callback=report)
-        except SystemExit:  # Tune's scheduler stopped this trial early (inside tune.report)
+        except SystemExit:  # Tune stopped the trial inside tune.report: early stopping, or Ctrl-C
+            early = f"{tracking.TAG}early_stopped" in c.get_run(run_id).data.tags  # set by the scheduler
             best = min(h["val_loss"] for h in history)
-            tracking.log_batch(c, run_id, metrics={"val_loss": best, "epochs": len(history)},
-                               tags={f"{tracking.TAG}early_stopped": len(history)})
-            mlflow.end_run(tracking.FINISHED)
+            tracking.log_batch(c, run_id, metrics={"val_loss": best, "epochs": len(history)})
+            mlflow.end_run(tracking.FINISHED if early else tracking.KILLED)
             shutil.rmtree(work, ignore_errors=True)
+            raise
+        except KeyboardInterrupt:  # Ctrl-C reached the worker too
+            mlflow.end_run(tracking.KILLED)
             raise
         except DivergedError as exc:
             c.set_tag(run_id, f"{tracking.TAG}failure_reason", f"diverged: {exc}")

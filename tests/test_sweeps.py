@@ -282,3 +282,31 @@ def _wait_for(predicate, timeout: float):
             pass
         time.sleep(0.5)
     raise TimeoutError(f"condition not met within {timeout} s")
+
+
+def test_ctrl_c_marks_running_trials_killed(tmp_path, data_dir):
+    spec_path = write_spec(tmp_path, data_dir, budget={"epochs": 40, "patience": 50},
+                           dataset={"synthetic": {"n": 1500, "points": 21, "seed": 0}, "data_dir": str(data_dir)})
+    spec = load_spec(spec_path)
+    driver = subprocess.Popen([sys.executable, "-m", "gnn.cli", "sweep", str(spec_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    c = tracking.client(tracking.normalise_uri(spec.tracking_uri))
+
+    def training():
+        exp = c.get_experiment_by_name(spec.experiment)
+        return exp is not None and any(len(c.get_metric_history(r.info.run_id, "epoch/val_loss")) >= 2
+                                       for r in tracking.trial_runs(c, exp.experiment_id, spec.hash, "RUNNING"))
+
+    try:
+        _wait_for(training, 240)
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        out, _ = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130 and "--resume" in out
+    exp_id = c.get_experiment_by_name(spec.experiment).experiment_id
+    statuses = [r.info.status for r in tracking.trial_runs(c, exp_id, spec.hash)]
+    assert "RUNNING" not in statuses and "KILLED" in statuses
+    parent = tracking.search_all(c, [exp_id], "tags.`matscale.kind` = 'sweep'")
+    assert [p.info.status for p in parent] == ["KILLED"]
