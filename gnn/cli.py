@@ -5,7 +5,9 @@
     matscale data info DIR                      summarise a store
     matscale train --data DIR --arch cgc --n-params 1e5 --fraction 0.25 --seed 0 --epochs 5 --json
     matscale sweep SPEC [--address local|auto|ray://…] [--tracking-uri URI] [--resume] [--dry-run]
-    matscale demo                               the demo sweep on embedded defaults
+    matscale demo                               the demo sweep on embedded defaults, then its analysis
+    matscale fit CSV --x COL --y COL [...]      fit scaling laws to any table
+    matscale analyze --experiment NAME [...]    fit scaling laws to a sweep's MLflow experiment
 
 User errors print one line (``error: FILE: entry 'ID': field 'NAME': ...``) and exit with status 2.
 """
@@ -147,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matscale", description="Neural scaling laws of GNNs on crystals.")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
+    from analysis.cli import register as register_analysis
     from sweeps.cli import register as register_sweeps
 
     register_sweeps(sub)
+    register_analysis(sub)
     return parser
 
 

@@ -1,0 +1,191 @@
+"""Outputs of an analysis: plots, ``report.md``, ``fits.json``, and an ``analysis`` run in MLflow."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from analysis.fit import Curve
+from analysis.laws import make_law
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curve(title: str, curve: Curve, result: dict, path: Path, xlabel: str, ylabel: str) -> None:
+    """Log-log means ± seed std, every candidate law, the breakpoint CI band, and residuals of the winner."""
+    plt = _plt()
+    fig, (ax, rax) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    err = np.nan_to_num(curve.std)
+    ax.errorbar(curve.x, curve.y, yerr=err, fmt="o", color="k", capsize=3, label="seed mean ± std", zorder=5)
+    grid = np.logspace(np.log10(curve.x.min()) - 0.15, np.log10(curve.x.max()) + 0.3, 300)
+    xs, _ = curve.spans()
+    for cand in result["candidates"]:
+        law = make_law(cand["law"], xs, (0.0, 0.0))
+        with np.errstate(all="ignore"):
+            yv = law.predict(grid, cand["params"])
+        win = cand["law"] == result["law"]
+        aicc = cand["aicc"] if isinstance(cand["aicc"], float) else float("nan")
+        ax.plot(grid, yv, lw=2.2 if win else 1.0, ls="-" if win else "--",
+                label=f"{cand['law']} (AICc {aicc:.1f}){' ★' if win else ''}")
+    for bp in result.get("breakpoints", []):
+        if bp["value"] is not None:
+            ax.axvline(bp["value"], color="tab:red", lw=1)
+            if None not in bp["ci"]:
+                ax.axvspan(*bp["ci"], color="tab:red", alpha=0.12, label="break (95% CI)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    win = make_law(result["law"], xs, (0.0, 0.0))
+    with np.errstate(all="ignore"):
+        resid = (curve.y - win.predict(curve.x, result["params"])) / curve.y
+    rax.axhline(0, color="0.5", lw=0.8)
+    rax.plot(curve.x, 100 * resid, "o", color="k")
+    rax.set_ylabel("resid. %")
+    rax.set_xlabel(xlabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_grid(title: str, curve: Curve, result: dict, path: Path) -> None:
+    """Heat map of the joint law over (N, D) with iso-loss contours, the observed points and the frontier."""
+    plt = _plt()
+    xs, x2s = curve.spans()
+    law = make_law(result["law"], xs, (0.0, 0.0), x2s)
+    n = np.logspace(xs[0] - 0.2, xs[1] + 0.2, 120)
+    d = np.logspace(x2s[0] - 0.2, x2s[1] + 0.2, 120)
+    nn, dd = np.meshgrid(n, d)
+    with np.errstate(all="ignore"):
+        z = law.predict((nn.ravel(), dd.ravel()), result["params"]).reshape(nn.shape)
+    fig, ax = plt.subplots(figsize=(6.4, 5.0))
+    mesh = ax.pcolormesh(nn, dd, np.log10(z), shading="auto", cmap="viridis")
+    fig.colorbar(mesh, ax=ax, label="log10 loss")
+    cs = ax.contour(nn, dd, z, levels=8, colors="w", linewidths=0.7)
+    ax.clabel(cs, fontsize=7, fmt="%.3g")
+    regimes = result.get("regimes", {})
+    for p in regimes.get("points", []):
+        ax.plot(p["N"], p["D"], "o", color="tab:red" if p["regime"] == "data-limited" else "tab:orange", ms=5)
+    front = [(f["N"], f["D"]) for f in regimes.get("frontier", []) if f["D"]]
+    if front:
+        ax.plot(*zip(*front), color="tab:red", lw=2, label="frontier: equal gain from 2×N and 2×D")
+        ax.legend(fontsize=7, loc="lower left")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("N (parameters)")
+    ax.set_ylabel("D (training structures)")
+    ax.set_title(f"{title}: {result['law']} (red: data-limited, orange: model-limited)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    return f"{v:.4g}"
+
+
+def markdown(title: str, groups: list[dict], problems: list[dict], flagged: list[dict]) -> str:
+    """The human-readable report: every candidate per group, the winner with CIs, and the answers."""
+    lines = [f"# {title}", "", f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}.", ""]
+    for g in groups:
+        r = g["result"]
+        lines += [f"## {g['name']}", "", f"{r['n_points']} points from {r['n_runs']} runs; objective "
+                  f"{r['objective']}; {r['n_boot']} bootstrap resamples; winner by AICc: **{r['law']}** "
+                  f"(`{r['formula']}`).", "", "| law | AICc | RMSLE (held out) | parameters |", "|---|---|---|---|"]
+        for c in r["candidates"]:
+            ps = ", ".join(f"{k}={_fmt(v)}" for k, v in c["params"].items())
+            lines.append(f"| {c['law']} | {_fmt(c['aicc'])} | {_fmt(c['rmsle_holdout'])} | {ps} |")
+        lines += ["", "| parameter | value | std. error | 95% CI |", "|---|---|---|---|"]
+        for k, v in r["params"].items():
+            ci = r["ci"].get(k, [None, None])
+            lines.append(f"| {k} | {_fmt(v)} | {_fmt(r['stderr'].get(k))} | [{_fmt(ci[0])}, {_fmt(ci[1])}] |")
+        lines.append("")
+        for bp in r.get("breakpoints", []):
+            lines.append(f"- Break at x = {_fmt(bp['value'])} (95% CI [{_fmt(bp['ci'][0])}, {_fmt(bp['ci'][1])}]).")
+        sat = r.get("saturation")
+        if sat:
+            xf, xs = sat["x_floor"], sat["x_slope"]
+            lines.append(f"- Saturation: L − L_inf ≤ {sat['frac']:.0%} of L_inf from x = {_fmt(xf['value'])} "
+                         f"(CI [{_fmt(xf['ci'][0])}, {_fmt(xf['ci'][1])}]); local slope < {sat['slope_min']} from "
+                         f"x = {_fmt(xs['value'])} (CI [{_fmt(xs['ci'][0])}, {_fmt(xs['ci'][1])}]); slope at the "
+                         f"largest x: {_fmt(sat['slope_at_max_x']['value'])}.")
+        if r.get("doubling"):
+            dbl = r["doubling"]
+            lines.append(f"- Doubling x from {_fmt(dbl['x'])} lowers the loss by {_fmt(100 * dbl['value'])} % "
+                         f"(CI [{_fmt(100 * dbl['ci'][0]) if dbl['ci'][0] is not None else '–'}, "
+                         f"{_fmt(100 * dbl['ci'][1]) if dbl['ci'][1] is not None else '–'}] %).")
+        if r.get("target"):
+            t = r["target"]
+            lines.append(f"- Loss {t['loss']} needs x = {_fmt(t['x'])} (CI [{_fmt(t['ci'][0])}, {_fmt(t['ci'][1])}])"
+                         if t["reachable"] else f"- Loss {t['loss']} is unreachable: below the fitted asymptote.")
+        if r.get("regimes"):
+            pts = r["regimes"]["points"]
+            n_data = sum(p["regime"] == "data-limited" for p in pts)
+            lines.append(f"- {n_data} of {len(pts)} grid points are data-limited (doubling D buys more than "
+                         f"doubling N); the rest are model-limited. The frontier is in fits.json and the heat map.")
+        lines += ["", f"![{g['name']}](plots/{g['plot']})", ""]
+    if flagged:
+        lines += ["## Points with seed spread above 5 %", ""] + [f"- {f}" for f in flagged] + [""]
+    if problems:
+        lines += ["## Failed or unfinished runs", ""] + [f"- {p}" for p in problems] + [""]
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, title: str, groups: list[dict], problems: list[dict], flagged: list[dict]) -> None:
+    """fits.json and report.md, written atomically (plots are already in out/plots)."""
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"title": title, "groups": [{"name": g["name"], "axis": g["axis"], **g["result"]} for g in groups],
+               "problems": problems, "flagged": flagged}
+    for name, text in (("fits.json", json.dumps(payload, indent=1, default=str)),
+                       ("report.md", markdown(title, groups, problems, flagged))):
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, out / name)
+
+
+def log_analysis_run(tracking_uri: str, experiment_id: str, out: Path, groups: list[dict], metric: str,
+                     tags: dict | None = None) -> str:
+    """An ``analysis`` run in the experiment: winners as params, fitted values and CIs as metrics, files as artifacts."""
+    from sweeps import tracking
+
+    c = tracking.client(tracking.normalise_uri(tracking_uri))
+    run = c.create_run(experiment_id, run_name=f"analysis-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}",
+                       tags={f"{tracking.TAG}kind": "analysis", f"{tracking.TAG}stage": "analysis", **(tags or {})})
+    params, metrics = {"metric": metric}, {}
+    for g in groups:
+        key = g["name"].replace(" ", "_").replace("=", "")
+        r = g["result"]
+        params[f"{key}.law"] = r["law"]
+        if isinstance(r["aicc"], float):
+            metrics[f"{key}/aicc"] = r["aicc"]
+        for p, v in r["params"].items():
+            metrics[f"{key}/{p}"] = v
+            lo, hi = r["ci"].get(p, [None, None])
+            if lo is not None and hi is not None:
+                metrics[f"{key}/{p}_ci_lo"], metrics[f"{key}/{p}_ci_hi"] = lo, hi
+        for i, bp in enumerate(r.get("breakpoints", [])):
+            if bp["value"] is not None:
+                metrics[f"{key}/break{i + 1}"] = bp["value"]
+    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+    tracking.log_batch(c, run.info.run_id, metrics=metrics, params=params)
+    c.log_artifacts(run.info.run_id, str(out))
+    c.set_terminated(run.info.run_id, tracking.FINISHED)
+    return run.info.run_id

@@ -1,0 +1,83 @@
+"""Load sweep results from MLflow into a tidy table, and aggregate them into scaling points.
+
+One row per trial run: ``run_id, status, stage, sweep_id, trial_key, point, arch, n_params`` (actual),
+``n_params_target, n_train, seed, trial_index``, the HPO params (``hp.*``), every final metric, and
+``failure_reason`` / ``early_stopped``. Aggregation: the best HPO trial per (point, seed) by the chosen
+validation metric, then mean ± std over seeds per point; points whose seed spread exceeds 5 % are flagged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gnn.errors import InputError
+from sweeps import tracking
+
+POINT = ["arch", "n_params_target", "n_train"]
+SPREAD_FLAG = 0.05
+
+
+def load_runs(tracking_uri: str, experiment: str, *, sweep: str | None = None, stage: str | None = None,
+              status: str | None = None):
+    """Every trial run of ``experiment`` (optionally of one sweep id, stage, status) as a DataFrame."""
+    import pandas as pd
+
+    c = tracking.client(tracking.normalise_uri(tracking_uri))
+    try:
+        exp = c.get_experiment_by_name(experiment)
+    except Exception as exc:  # noqa: BLE001 - the backend could not be reached
+        raise InputError(f"cannot read {tracking_uri} ({type(exc).__name__})", field="tracking_uri") from None
+    if exp is None:
+        raise InputError(f"no experiment named {experiment!r} at {tracking_uri}", field="experiment")
+    f = [f"tags.`{tracking.TAG}kind` = 'trial'"]
+    if sweep:
+        f.append(f"tags.`{tracking.TAG}sweep_id` = '{sweep}'")
+    if stage:
+        f.append(f"tags.`{tracking.TAG}stage` = '{stage}'")
+    if status:
+        f.append(f"attributes.status = '{status}'")
+    runs = tracking.search_all(c, [exp.experiment_id], " and ".join(f))
+    rows = []
+    for r in runs:
+        t, m, p = r.data.tags, r.data.metrics, r.data.params
+        row = {"run_id": r.info.run_id, "status": r.info.status, "stage": t.get(f"{tracking.TAG}stage"),
+               "sweep_id": t.get(f"{tracking.TAG}sweep_id"), "trial_key": t.get(f"{tracking.TAG}trial_key"),
+               "point": t.get(f"{tracking.TAG}point"), "arch": p.get("arch", t.get(f"{tracking.TAG}arch")),
+               "failure_reason": t.get(f"{tracking.TAG}failure_reason"),
+               "early_stopped": t.get(f"{tracking.TAG}early_stopped") == "true"}
+        row.update({k: v for k, v in m.items() if not k.startswith("epoch/")})
+        row.update({k: _number(v) for k, v in p.items() if k.startswith("hp.")})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return df, exp.experiment_id
+
+
+def _number(v: str):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def aggregate(df, metric: str = "val_loss"):
+    """(points, problems): mean ± std over seeds of the best HPO trial per (point, seed), and failed runs."""
+    import pandas as pd
+
+    if df.empty:
+        raise InputError("the experiment has no trial runs", field="experiment")
+    problems = df[df["status"] != tracking.FINISHED][["trial_key", "status", "failure_reason"]]
+    ok = df[(df["status"] == tracking.FINISHED) & ~df["early_stopped"]]
+    if metric not in ok.columns or ok[metric].isna().all():
+        raise InputError(f"no FINISHED run has the metric {metric!r}", field="metric")
+    ok = ok[np.isfinite(ok[metric].astype(float))]
+    if ok.empty:
+        raise InputError("the experiment has no finished runs", field="experiment")
+    best = ok.loc[ok.groupby(POINT + ["seed"])[metric].idxmin()]
+    g = best.groupby(POINT)
+    points = pd.DataFrame({
+        "loss": g[metric].mean(), "std": g[metric].std(ddof=1), "seeds": g[metric].count(),
+        "n_params": g["n_params"].mean() if "n_params" in best else g["n_params_target"].mean(),
+    }).reset_index()
+    points["spread"] = points["std"] / points["loss"]
+    points["flag_spread"] = points["spread"] > SPREAD_FLAG
+    return best, points, problems
