@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from analysis.fit import make_curve
@@ -11,6 +12,7 @@ from analysis.report import log_analysis_run, plot_curve, plot_grid, write_outpu
 from analysis.scaling import fit_curve
 from analysis.table import curve_from, read_table, select
 from gnn.errors import InputError
+from sweeps.spec import sci
 
 LAWS_HELP = "auto|power|floor|broken|broken_amp|bnsl:K|chinchilla|kaplan|kaplan_broken"
 
@@ -82,7 +84,7 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
     specs = []
     if axis in ("data", "both"):
         for (arch, n), sub in best.groupby(["arch", "n_params_target"]):
-            specs.append(("data", f"{arch} N={n:.3g}", sub, "n_train", None))
+            specs.append(("data", f"{arch} N={sci(n)}", sub, "n_train", None))
     if axis in ("params", "both"):
         for (arch, d), sub in best.groupby(["arch", "n_train"]):
             specs.append(("params", f"{arch} D={int(d)}", sub, "n_params", None))
@@ -102,7 +104,7 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
         except InputError as exc:
             skipped.append(f"{name}: {exc}")
             continue
-        plot = f"{kind}-{name.replace(' ', '_').replace('=', '')}.png"
+        plot = f"{kind}-{safe_name(name)}.png"
         if kind == "joint":
             plot_grid(name, curve, r, out / "plots" / plot)
         else:
@@ -116,7 +118,7 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
                          field="axis")
     problems = [f"{row.trial_key}: {row.status}" + (f" ({row.failure_reason})" if row.failure_reason else "")
                 for row in problems_df.itertuples()]
-    flagged = [f"{p.arch} N={p.n_params_target:.3g} D={int(p.n_train)}: spread {100 * p.spread:.1f} % over {p.seeds} "
+    flagged = [f"{p.arch} N={sci(p.n_params_target)} D={int(p.n_train)}: spread {100 * p.spread:.1f} % over {p.seeds} "
                f"seeds" for p in points.itertuples() if p.flag_spread]
     write_outputs(out, f"Scaling analysis of {experiment} ({metric})", groups, problems + skipped, flagged)
     run_id = log_analysis_run(tracking_uri, exp_id, out, groups, metric,
@@ -126,6 +128,11 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
               + (f"; MLflow analysis run {run_id}" if run_id else ""))
     return {"groups": [{"name": g["name"], "axis": g["axis"], **g["result"]} for g in groups],
             "problems": problems, "flagged": flagged, "skipped": skipped, "run_id": run_id, "out": str(out)}
+
+
+def safe_name(name: str) -> str:
+    """A group name usable in file names and MLflow metric keys."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("=", ""))
 
 
 def _cmd_analyze(args) -> None:

@@ -30,6 +30,7 @@ from gnn.errors import InputError
 HUBER_DELTA = 1e-3
 MAX_STARTS = 400  #: start grid size cap
 LOCAL_STARTS = 12  #: the best grid points (by objective) that are optimised locally
+BOOT_TOL = 1e-6  #: bootstrap refits start at the optimum; percentiles need no more precision than this
 
 
 @dataclass
@@ -141,7 +142,9 @@ def _starts(law: Law, rng: np.random.Generator) -> list[np.ndarray]:
             for c in combos]
 
 
-def _solve(law: Law, curve: Curve, objective: str, starts: list[np.ndarray], xs=None, y=None, sigma=None):
+def _solve(law: Law, curve: Curve, objective: str, starts: list[np.ndarray], xs=None, y=None, sigma=None,
+           tol: float = 1e-8):
+    """Best local optimum over ``starts`` (scipy ``least_squares``, trust region within bounds)."""
     xs = curve.xs() if xs is None else xs
     y = curve.y if y is None else y
     sigma = curve.sigma if sigma is None else sigma
@@ -154,15 +157,20 @@ def _solve(law: Law, curve: Curve, objective: str, starts: list[np.ndarray], xs=
         starts = [starts[i] for i in np.argsort(score)[:LOCAL_STARTS]]
     best = None
     for theta0 in starts:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                r = least_squares(fn, theta0, bounds=(lower, upper), method="trf", max_nfev=2000, **kw)
-        except (ValueError, np.linalg.LinAlgError):
-            continue
-        if best is None or r.cost < best.cost:
+        r = _least_squares(fn, theta0, lower, upper, tol, kw)
+        if r is not None and (best is None or r.cost < best.cost):
             best = r
     return best
+
+
+def _least_squares(fn, theta0, lower, upper, tol, kw):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return least_squares(fn, np.clip(theta0, lower, upper), bounds=(lower, upper), method="trf",
+                                 max_nfev=2000, ftol=tol, xtol=tol, gtol=tol, **kw)
+    except (ValueError, np.linalg.LinAlgError):
+        return None
 
 
 def fit_law(law: Law, curve: Curve, objective: str = "wls", seed: int = 0) -> Fit:
@@ -206,6 +214,12 @@ def resample(curve: Curve, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     if all(len(r) < 2 for r in curve.reps):
         idx = np.sort(rng.integers(0, curve.n, curve.n))
         return idx, curve.y[idx], curve.sigma[idx]
+    sizes = {len(r) for r in curve.reps}
+    if len(sizes) == 1:  # the usual case, vectorised: every point has the same number of seeds
+        m = np.stack(curve.reps)
+        draw = np.take_along_axis(m, rng.integers(0, m.shape[1], m.shape), axis=1)
+        std = draw.std(axis=1, ddof=1)
+        return np.arange(curve.n), draw.mean(axis=1), _sigma(np.where(std > 0, std, np.nan))
     means, stds = np.empty(curve.n), np.empty(curve.n)
     for i, r in enumerate(curve.reps):
         draw = r[rng.integers(0, len(r), len(r))]
@@ -224,7 +238,7 @@ def bootstrap(fit: Fit, curve: Curve, objective: str = "wls", n_boot: int = 1000
         xs = (x[:, 0], x[:, 1]) if curve.joint else x
         if len(np.unique(x, axis=0)) < fit.law.k + 1:
             continue
-        r = _solve(fit.law, curve, objective, [fit.theta], xs=xs, y=y, sigma=sigma)
+        r = _solve(fit.law, curve, objective, [fit.theta], xs=xs, y=y, sigma=sigma, tol=BOOT_TOL)
         if r is not None:
             out[b] = [fit.law.natural(r.x)[name] for name in fit.law.names]
     return out

@@ -36,9 +36,9 @@ def plot_curve(title: str, curve: Curve, result: dict, path: Path, xlabel: str, 
         with np.errstate(all="ignore"):
             yv = law.predict(grid, cand["params"])
         win = cand["law"] == result["law"]
-        aicc = cand["aicc"] if isinstance(cand["aicc"], float) else float("nan")
+        aicc = f"{cand['aicc']:.1f}" if isinstance(cand["aicc"], float) else "– (too few points)"
         ax.plot(grid, yv, lw=2.2 if win else 1.0, ls="-" if win else "--",
-                label=f"{cand['law']} (AICc {aicc:.1f}){' ★' if win else ''}")
+                label=f"{cand['law']} (AICc {aicc}){' ★' if win else ''}")
     for bp in result.get("breakpoints", []):
         if bp["value"] is not None:
             ax.axvline(bp["value"], color="tab:red", lw=1)
@@ -164,6 +164,7 @@ def write_outputs(out: Path, title: str, groups: list[dict], problems: list[dict
 def log_analysis_run(tracking_uri: str, experiment_id: str, out: Path, groups: list[dict], metric: str,
                      tags: dict | None = None) -> str:
     """An ``analysis`` run in the experiment: winners as params, fitted values and CIs as metrics, files as artifacts."""
+    from analysis.cli import safe_name
     from sweeps import tracking
 
     c = tracking.client(tracking.normalise_uri(tracking_uri))
@@ -171,7 +172,7 @@ def log_analysis_run(tracking_uri: str, experiment_id: str, out: Path, groups: l
                        tags={f"{tracking.TAG}kind": "analysis", f"{tracking.TAG}stage": "analysis", **(tags or {})})
     params, metrics = {"metric": metric}, {}
     for g in groups:
-        key = g["name"].replace(" ", "_").replace("=", "")
+        key = safe_name(g["name"])
         r = g["result"]
         params[f"{key}.law"] = r["law"]
         if isinstance(r["aicc"], float):

@@ -102,8 +102,10 @@ def fit_curve(curve: Curve, law: str = "auto", *, objective: str = "wls", holdou
     jobs = [(name, curve, objective, holdout, n_boot, seed, level) for name in names]
     workers = workers or min(len(jobs), len(os.sched_getaffinity(0)))
     if workers > 1 and n_boot:
+        order = sorted(range(len(jobs)), key=lambda i: -ks[jobs[i][0]])  # the costliest (most parameters) first
         with ProcessPoolExecutor(workers) as pool:
-            cands = list(pool.map(_one, jobs))
+            futures = {i: pool.submit(_one, jobs[i]) for i in order}
+            cands = [futures[i].result() for i in range(len(jobs))]
     else:
         cands = [_one(j) for j in jobs]
     finite = [c for c in cands if isinstance(c["aicc"], float)]
