@@ -32,7 +32,7 @@ def _print_result(r: dict, name: str = "") -> None:
         print(f"   {k:<10} {v:>12.4g} {r['stderr'].get(k, float('nan')):>12.3g} {ci:>28}")
     for bp in r.get("breakpoints", []):
         lo, hi = bp["ci"]
-        print(f"   break at {bp['value']:.4g}" + (f"  (95% CI {lo:.4g} – {hi:.4g})" if lo is not None else ""))
+        print(f"   break at {bp['x']:.4g}" + (f"  (95% CI {lo:.4g} – {hi:.4g})" if lo is not None else ""))
     if r.get("saturation"):
         s = r["saturation"]
         for label, key in (("saturation (floor)", "x_floor"), ("saturation (slope)", "x_slope")):

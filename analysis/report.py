@@ -40,8 +40,8 @@ def plot_curve(title: str, curve: Curve, result: dict, path: Path, xlabel: str, 
         ax.plot(grid, yv, lw=2.2 if win else 1.0, ls="-" if win else "--",
                 label=f"{cand['law']} (AICc {aicc}){' ★' if win else ''}")
     for bp in result.get("breakpoints", []):
-        if bp["value"] is not None:
-            ax.axvline(bp["value"], color="tab:red", lw=1)
+        if bp["x"] is not None:
+            ax.axvline(bp["x"], color="tab:red", lw=1)
             if None not in bp["ci"]:
                 ax.axvspan(*bp["ci"], color="tab:red", alpha=0.12, label="break (95% CI)")
     ax.set_xscale("log")
@@ -118,7 +118,7 @@ def markdown(title: str, groups: list[dict], problems: list[dict], flagged: list
             lines.append(f"| {k} | {_fmt(v)} | {_fmt(r['stderr'].get(k))} | [{_fmt(ci[0])}, {_fmt(ci[1])}] |")
         lines.append("")
         for bp in r.get("breakpoints", []):
-            lines.append(f"- Break at x = {_fmt(bp['value'])} (95% CI [{_fmt(bp['ci'][0])}, {_fmt(bp['ci'][1])}]).")
+            lines.append(f"- Break at x = {_fmt(bp['x'])} (95% CI [{_fmt(bp['ci'][0])}, {_fmt(bp['ci'][1])}]).")
         sat = r.get("saturation")
         if sat:
             xf, xs = sat["x_floor"], sat["x_slope"]
@@ -183,8 +183,8 @@ def log_analysis_run(tracking_uri: str, experiment_id: str, out: Path, groups: l
             if lo is not None and hi is not None:
                 metrics[f"{key}/{p}_ci_lo"], metrics[f"{key}/{p}_ci_hi"] = lo, hi
         for i, bp in enumerate(r.get("breakpoints", [])):
-            if bp["value"] is not None:
-                metrics[f"{key}/break{i + 1}"] = bp["value"]
+            if bp["x"] is not None:
+                metrics[f"{key}/break{i + 1}"] = bp["x"]
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
     tracking.log_batch(c, run.info.run_id, metrics=metrics, params=params)
     c.log_artifacts(run.info.run_id, str(out))

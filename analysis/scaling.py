@@ -72,7 +72,8 @@ def _answers(law, params, boot, curve: Curve, level, target, sat_frac, sat_slope
     x_min, x_max = float(curve.x.min()), float(curve.x.max())
     res = {"breakpoints": [], "saturation": {}, "doubling": {}, "target": None}
     for i, _ in enumerate(answers.breakpoints(law, params)):
-        res["breakpoints"].append(with_ci(lambda p, i=i: answers.breakpoints(law, p)[i]))
+        b = with_ci(lambda p, i=i: answers.breakpoints(law, p)[i])
+        res["breakpoints"].append({"x": b["value"], "ci": b["ci"]})
     res["saturation"] = {
         "frac": sat_frac, "slope_min": sat_slope,
         "x_floor": with_ci(lambda p: answers.saturation_floor(law, p, sat_frac)),

@@ -292,8 +292,17 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # process peak RSS
 
 
+def export_best(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the best-validation weights of a training checkpoint as a small file that :func:`load_model` reads."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    best = ckpt["state"]["best_state"] or ckpt["model"]
+    out = Path(out)
+    _save(out, {"model_config": ckpt["model_config"], "model": best, "best_epoch": ckpt["state"]["best_epoch"]})
+    return out
+
+
 def load_model(checkpoint: str | Path):
-    """The model of a checkpoint written by :func:`train` (weights of its last epoch)."""
+    """The model of a file written by :func:`train` (last epoch) or :func:`export_best` (best epoch)."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = model_from_config(ckpt["model_config"])
     model.load_state_dict(ckpt["model"])

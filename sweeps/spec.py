@@ -362,8 +362,14 @@ def plan_table(spec: Spec, points: list[Point], exact: bool) -> str:
              + ("" if exact else "  (n_train estimated: the store is not built yet)"),
              f"{'trial':<34} {'arch':<12} {'n_params':>9} {'n_train':>8} {'seed':>5} {'cost':>10} {'share':>6}"]
     for p, c in zip(points, costs):
+        n_train = str(p.n_train) if p.n_train else f"{p.fraction:g}·n"
+        cost = f"{c / spec.hpo['trials_per_point']:.3g}" if p.n_train else "?"
+        share = f"{100 * c / total / spec.hpo['trials_per_point']:.1f}%" if p.n_train else "?"
         for t in range(spec.hpo["trials_per_point"]):
-            lines.append(f"{p.key + f'-t{t}':<34} {p.arch:<12} {sci(p.n_params):>9} {p.n_train:>8} {p.seed:>5} "
-                         f"{c / spec.hpo['trials_per_point']:>10.3g} {100 * c / total / spec.hpo['trials_per_point']:>5.1f}%")
-    lines.append(f"total cost {total:.3g} parameter·sample·epochs")
+            lines.append(f"{p.key + f'-t{t}':<34} {p.arch:<12} {sci(p.n_params):>9} {n_train:>8} {p.seed:>5} "
+                         f"{cost:>10} {share:>6}")
+    if not exact and any(not p.n_train for p in points):
+        lines.append("n: the training split of the data, known once the store is built (any run builds it)")
+    else:
+        lines.append(f"total cost {total:.3g} parameter·sample·epochs")
     return "\n".join(lines)

@@ -116,7 +116,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     """Ray Tune function trainable (see the module docstring)."""
     import mlflow
 
-    from gnn.train import DivergedError, TrainConfig, train
+    from gnn.train import DivergedError, TrainConfig, export_best, train
 
     c = tracking.client(ctx.tracking_uri)
     key = trial_key(config)
@@ -196,7 +196,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         if history:
             _learning_curve_png(history, work / "learning_curve.png")
             mlflow.log_artifact(str(work / "learning_curve.png"))
-        if ctx.save_checkpoint:
-            mlflow.log_artifact(str(work / "checkpoint.pt"), artifact_path="checkpoint")
+        if ctx.save_checkpoint:  # the best-validation model, loadable with gnn.train.load_model
+            mlflow.log_artifact(str(export_best(work / "checkpoint.pt", work / "best_model.pt")))
         mlflow.end_run(tracking.FINISHED)
     shutil.rmtree(work, ignore_errors=True)

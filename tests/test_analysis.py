@@ -162,7 +162,7 @@ def test_fit_cli_json_has_the_documented_shape(shared_data):
     assert [c["law"] for c in r["candidates"]] == ["power", "floor", "broken", "broken_amp"]
     assert all({"law", "params", "aicc", "rmsle_holdout"} <= set(c) for c in r["candidates"])
     bp = r["breakpoints"][0]
-    assert bp["ci"][0] < bp["value"] < bp["ci"][1]
+    assert bp["ci"][0] < bp["x"] < bp["ci"][1]
     assert r["target"]["reachable"] and r["target"]["x"] > 1.6e5
 
 

@@ -111,7 +111,7 @@ def test_dry_run_lists_every_trial_and_cost(tmp_path, data_dir):
 
 
 def test_tiny_sweep_tracks_every_trial_and_never_duplicates(tmp_path, data_dir, local_ray):
-    spec = load_spec(write_spec(tmp_path, data_dir, hpo={
+    spec = load_spec(write_spec(tmp_path, data_dir, save_checkpoint=True, hpo={
         "trials_per_point": 2, "space": {"lr": {"log_uniform": [1e-3, 3e-3]}, "batch_size": 32},
         "early_stopping": {"type": "asha", "grace_epochs": 1}}))
     summary = run_sweep(spec, progress=False)
@@ -132,9 +132,13 @@ def test_tiny_sweep_tracks_every_trial_and_never_duplicates(tmp_path, data_dir, 
         assert 1e-3 <= float(p["hp.lr"]) <= 3e-3 and p["hp.batch_size"] == "32"
         assert m["n_train"] == int(p["n_train"]) and {"val_loss", "test_loss", "val_eps_sc", "test_drude_mae"} <= set(m)
         assert len(c.get_metric_history(r.info.run_id, "epoch/val_loss")) == 2
-        assert {"metrics.json", "learning_curve.png"} <= {a.path for a in c.list_artifacts(r.info.run_id)}
+        assert {"metrics.json", "learning_curve.png", "best_model.pt"} <= {a.path for a in c.list_artifacts(r.info.run_id)}
         assert not any(k.startswith(("time_", "training_iteration", "config/")) for k in m)  # no Tune bookkeeping
     assert len(keys) == 4
+    from gnn.train import load_model
+
+    model = load_model(c.download_artifacts(runs[0].info.run_id, "best_model.pt", str(tmp_path)))
+    assert model.n_params == int(runs[0].data.params["n_params"])
     # the scaling axes filter numerically, and each point is found by its tag
     big = tracking.search_all(c, [exp.experiment_id], "metrics.n_train > 200 and tags.`matscale.kind` = 'trial'")
     assert len(big) == 2 and {r.data.tags["matscale.point"] for r in big} == {"cgc-N1e4-D241-s0"}
