@@ -56,6 +56,20 @@ def _cmd_demo(args) -> None:
           f"then open http://127.0.0.1:5000 (experiment {spec.experiment!r}).")
 
 
+def _cmd_refine(args) -> None:
+    from sweeps.refine import refine_experiment
+    from sweeps.tracking import env_tracking_uri
+
+    uri = args.tracking_uri or env_tracking_uri() or "sqlite:///runs/mlflow.db"
+    quiet = args.json
+    res = refine_experiment(args.experiment, uri, axis=args.axis, points=args.points, seeds=args.seeds,
+                            budget=args.budget, until_ci=args.until_ci, max_rounds=args.max_rounds,
+                            dry_run=args.dry_run, address=args.address, progress=not quiet,
+                            out=(lambda *a: None) if quiet else print)
+    if args.json:
+        print(json.dumps(res, default=float))
+
+
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="run a scaling sweep (Ray Tune + Optuna per point, tracked in MLflow)")
     p.add_argument("spec", help="sweep spec YAML (see sweeps/specs/)")
@@ -66,6 +80,21 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print every planned trial and its cost; run nothing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("refine", help="launch extra trials near the breakpoints of an experiment, refit, repeat")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
+    p.add_argument("--axis", default="data", choices=["data", "params"])
+    p.add_argument("--points", type=int, default=3, help="new axis values per curve and round")
+    p.add_argument("--seeds", type=int, help="seeds per new value (default: the parent sweep's)")
+    p.add_argument("--budget", type=int, help="at most this many new trials in all")
+    p.add_argument("--until-ci", type=float, default=0.1, help="stop when every break's 95%% CI half-width ≤ this "
+                   "many decades")
+    p.add_argument("--max-rounds", type=int, default=3, help="rounds in all, earlier invocations included")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "local"))
+    p.add_argument("--dry-run", action="store_true", help="print the proposal and the predicted CI; launch nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_refine)
 
     p = sub.add_parser("demo", help="run the demo sweep locally on built-in data (a few minutes on 2 cores)")
     p.add_argument("--out", default="runs/demo", help="output folder (MLflow SQLite store, Ray results, data)")

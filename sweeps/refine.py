@@ -1,0 +1,149 @@
+"""Targeted extra-resolution sweeps near breakpoints: fit → propose → launch → refit, round after round.
+
+``refine_experiment`` reads an experiment written by ``matscale sweep``, fits every curve along the chosen axis,
+asks :func:`analysis.propose.propose` for new axis values, and launches them as a new stage of the parent
+sweep (same spec, other axis values: new data sizes are nested subsets of the same permutation, new parameter
+counts are new widths) with tags ``matscale.stage=refine``, ``matscale.round`` and ``matscale.parent_sweep``.
+Every round leaves an ``analysis`` run with its fit and proposal. It stops when every break's CI half-width is
+≤ ``until_ci`` decades, the trial budget is spent, or ``max_rounds`` rounds (counting earlier invocations) are
+done — so re-running a finished refinement launches nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from analysis.fit import make_curve
+from analysis.propose import propose
+from analysis.runs import aggregate, load_runs
+from gnn.errors import InputError
+from sweeps import tracking
+from sweeps.spec import Spec, sci, validate
+
+ROUND_TAG = f"{tracking.TAG}round"
+
+
+def parent_spec(c, exp_id: str) -> tuple[Spec, str]:
+    """The spec of the newest grid sweep in the experiment (from its parent run's artifact)."""
+    import yaml
+
+    runs = tracking.search_all(c, [exp_id], f"tags.`{tracking.TAG}kind` = 'sweep' and tags.`{tracking.TAG}stage` = 'grid'")
+    if not runs:
+        raise InputError("the experiment has no grid sweep to refine", field="experiment")
+    run = max(runs, key=lambda r: r.info.start_time)
+    with tempfile.TemporaryDirectory() as d:
+        path = c.download_artifacts(run.info.run_id, "spec.yaml", d)
+        raw = yaml.safe_load(Path(path).read_text())
+    for key in ("path",):
+        raw.pop(key, None)
+    return validate(raw, f"spec of sweep {run.data.tags.get(f'{tracking.TAG}sweep_id')}"), \
+        run.data.tags.get(f"{tracking.TAG}sweep_id", "")
+
+
+def rounds_done(c, exp_id: str) -> int:
+    runs = tracking.search_all(c, [exp_id], f"tags.`{tracking.TAG}kind` = 'analysis' and "
+                                            f"tags.`{tracking.TAG}stage` = 'refine'")
+    return max((int(r.data.tags.get(ROUND_TAG, 0)) for r in runs), default=0)
+
+
+def _groups(best, axis: str):
+    if axis == "data":
+        for (arch, n), sub in best.groupby(["arch", "n_params_target"]):
+            yield f"{arch} N={sci(n)}", {"arch": arch, "n_params": float(n)}, sub["n_train"].to_numpy(float), sub
+    else:
+        for (arch, d), sub in best.groupby(["arch", "n_train"]):
+            yield f"{arch} D={int(d)}", {"arch": arch, "n_train": int(d)}, sub["n_params_target"].to_numpy(float), sub
+
+
+def refine_experiment(experiment: str, tracking_uri: str, *, axis: str = "data", points: int = 3,
+                      seeds: int | None = None, budget: int | None = None, until_ci: float = 0.1,
+                      max_rounds: int = 3, dry_run: bool = False, address: str | None = "local",
+                      metric: str = "val_loss", n_boot: int = 400, progress: bool = True, out=print) -> dict:
+    """Run refinement rounds (see the module docstring); returns every round's proposals and outcome."""
+    from gnn.splits import grouped_split
+    from gnn.store import Store
+    from sweeps.driver import prepare_store, run_sweep
+
+    if axis not in ("data", "params"):
+        raise InputError(f"axis must be data or params, got {axis!r}", field="axis")
+    uri = tracking.normalise_uri(tracking_uri)
+    c = tracking.client(uri)
+    history, spent = [], 0
+    while True:
+        df, exp_id = load_runs(uri, experiment)
+        best, _, _ = aggregate(df, metric)
+        spec, parent_sweep = parent_spec(c, exp_id)
+        spec.tracking_uri = uri
+        done = rounds_done(c, exp_id)
+        if done >= max_rounds:
+            out(f"{done} refinement rounds already done (--max-rounds {max_rounds}); nothing to launch")
+            return {"rounds": history, "status": "max_rounds", "rounds_done": done}
+        store = prepare_store(spec, progress=False)
+        train_size = len(grouped_split(Store(store).formulas)["train"])
+        n_seeds = seeds or len(spec.seeds)
+        seed_list = spec.seeds[:n_seeds] if n_seeds <= len(spec.seeds) else list(range(n_seeds))
+        proposals, blocks, converged = [], {}, True  # blocks: arch → axes blocks
+        for name, fixed, x, sub in _groups(best, axis):
+            curve = make_curve(x, sub[metric].to_numpy(float))
+            bounds = (x.min(), float(train_size)) if axis == "data" else (x.min() / 2, x.max() * 2)
+            prop = propose(curve, points, bounds, n_boot=n_boot, seed=done, integer=True)
+            proposals.append({"group": name, **prop.as_dict()})
+            out(f"round {done + 1} {name}: break {prop.break_x:.4g} (95% CI {prop.break_ci[0]:.4g} – "
+                f"{prop.break_ci[1]:.4g}, ±{prop.half_width:.3f} decades; {prop.reason}) → new x "
+                f"{[int(p) for p in prop.points]}, predicted ±{prop.predicted_half_width:.3f} decades")
+            if prop.half_width <= until_ci:
+                continue
+            converged = False
+            if axis == "data":
+                block = {"n_train": [int(p) for p in prop.points], "n_params": [fixed["n_params"]], "seeds": seed_list}
+            else:
+                block = {"n_train": [fixed["n_train"]], "n_params": [float(p) for p in prop.points], "seeds": seed_list}
+            blocks.setdefault(fixed["arch"], []).append(block)
+        if converged:
+            out(f"every break is within ±{until_ci} decades; done")
+            return {"rounds": history, "status": "converged", "proposals": proposals}
+        cost = sum(len(b["n_train"]) * len(b["n_params"]) * len(b["seeds"]) for bs in blocks.values() for b in bs) \
+            * spec.hpo["trials_per_point"]
+        if budget is not None and spent + cost > budget:
+            out(f"the next round needs {cost} trials; {budget - spent} of the budget are left; stopping")
+            return {"rounds": history, "status": "budget", "proposals": proposals}
+        if dry_run:
+            return {"rounds": history, "status": "dry_run", "proposals": proposals, "trials": cost}
+        tags = {ROUND_TAG: str(done + 1), f"{tracking.TAG}parent_sweep": parent_sweep}
+        statuses = []
+        for arch, arch_blocks in blocks.items():  # one refine sweep per architecture
+            raw = {**spec.as_dict(), "axes": arch_blocks, "archs": [arch]}
+            refine_spec = validate(raw, f"refine round {done + 1} of {experiment}")
+            refine_spec.tracking_uri = uri
+            summary = run_sweep(refine_spec, address=address, stage="refine", extra_tags=tags, progress=progress)
+            statuses.append(summary["status"])
+        spent += cost
+        _log_round(c, exp_id, done + 1, proposals)
+        history.append({"round": done + 1, "proposals": proposals, "trials": cost, "status": statuses})
+        bad = [st for st in statuses if st not in (tracking.FINISHED, "NOTHING_TO_DO")]
+        if bad:
+            return {"rounds": history, "status": bad[0]}
+
+
+def _log_round(c, exp_id: str, round_no: int, proposals: list[dict]) -> None:
+    """The round's analysis run: its fit and proposal, so the UI shows how the interval shrank."""
+    run = c.create_run(exp_id, run_name=f"refine-round-{round_no}", tags={
+        f"{tracking.TAG}kind": "analysis", f"{tracking.TAG}stage": "refine", ROUND_TAG: str(round_no)})
+    metrics = {}
+    for p in proposals:
+        key = p["group"].replace(" ", "_").replace("=", "")
+        metrics[f"{key}/break"] = p["break_x"]
+        metrics[f"{key}/break_ci_lo"], metrics[f"{key}/break_ci_hi"] = p["break_ci"]
+        metrics[f"{key}/half_width_decades"] = p["half_width"]
+        if p["predicted_half_width"] is not None:
+            metrics[f"{key}/predicted_half_width_decades"] = p["predicted_half_width"]
+    tracking.log_batch(c, run.info.run_id, metrics={k: float(v) for k, v in metrics.items() if np.isfinite(v)},
+                       params={"round": round_no})
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "proposal.json").write_text(json.dumps(proposals, indent=1, default=float))
+        c.log_artifact(run.info.run_id, str(Path(d) / "proposal.json"))
+    c.set_terminated(run.info.run_id, tracking.FINISHED)
