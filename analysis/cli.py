@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from analysis.fit import make_curve
@@ -93,26 +95,27 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
             specs.append(("joint", f"{arch} joint", sub, "n_params", "n_train"))
     if axis not in ("data", "params", "both"):
         raise InputError(f"axis must be data, params or both, got {axis!r}", field="axis")
-    skipped = []
+    jobs = []
     for kind, name, sub, xcol, x2col in specs:
         curve = make_curve(sub[xcol].to_numpy(float), sub[metric].to_numpy(float),
                            None if x2col is None else sub[x2col].to_numpy(float))
         group_law = law if (kind == "joint") == (law in JOINT) else "auto"  # a 1-D law for 1-D groups only
-        try:
-            r = fit_curve(curve, group_law, objective=objective, holdout=holdout, n_boot=n_boot, seed=seed,
-                          target=target)
-        except InputError as exc:
-            skipped.append(f"{name}: {exc}")
+        options = {"objective": objective, "holdout": holdout, "n_boot": n_boot, "seed": seed, "target": target}
+        jobs.append((kind, name, curve, group_law, options, out / "plots", metric))
+    cores = len(os.sched_getaffinity(0))
+    if len(jobs) > 1 and cores > 1:  # groups in parallel, each fitted in one process
+        with ProcessPoolExecutor(min(cores, len(jobs))) as pool:
+            done = list(pool.map(_analyze_group, [j + (1,) for j in jobs]))
+    else:
+        done = [_analyze_group(j + (None,)) for j in jobs]
+    groups, skipped = [], []
+    for item in done:
+        if isinstance(item, str):
+            skipped.append(item)
             continue
-        plot = f"{kind}-{safe_name(name)}.png"
-        if kind == "joint":
-            plot_grid(name, curve, r, out / "plots" / plot)
-        else:
-            plot_curve(name, curve, r, out / "plots" / plot, "D (training structures)" if kind == "data"
-                       else "N (parameters)", metric)
-        groups.append({"name": name, "axis": kind, "result": r, "plot": plot})
+        groups.append(item)
         if verbose:
-            _print_result(r, name)
+            _print_result(item["result"], item["name"])
     if not groups:
         raise InputError("no group has enough distinct points to fit" + (f" ({skipped[0]})" if skipped else ""),
                          field="axis")
@@ -133,6 +136,22 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
 def safe_name(name: str) -> str:
     """A group name usable in file names and MLflow metric keys."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("=", ""))
+
+
+def _analyze_group(job) -> dict | str:
+    """Fit one group's curve and draw its plot (runs in a worker); a string says why it was skipped."""
+    kind, name, curve, group_law, options, plots, metric, workers = job
+    try:
+        r = fit_curve(curve, group_law, workers=workers, **options)
+    except InputError as exc:
+        return f"{name}: {exc}"
+    plot = f"{kind}-{safe_name(name)}.png"
+    if kind == "joint":
+        plot_grid(name, curve, r, plots / plot)
+    else:
+        plot_curve(name, curve, r, plots / plot, "D (training structures)" if kind == "data" else "N (parameters)",
+                   metric)
+    return {"name": name, "axis": kind, "result": r, "plot": plot}
 
 
 def _cmd_analyze(args) -> None:

@@ -4,7 +4,7 @@
 
 The store is filled once (runs shaped like those `matscale sweep` writes: 2 archs × 5 sizes × 10 data sizes ×
 5 seeds × 20 HPO trials, losses from a broken power law in D with a floor in N, plus noise); then
-``analyze_experiment(axis="both")`` is timed end to end: loading with pagination, aggregation, every fit with
+``analyze_experiment`` (``--axis``, default both: 10 data curves, 20 parameter curves, 2 joint fits) is timed end to end: loading with pagination, aggregation, every fit with
 1,000 bootstrap resamples, plots, report and the analysis run. Prints a table and one JSON line.
 """
 
@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/matscale-bench-10k")
     ap.add_argument("--runs", type=int, default=10000)
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--axis", default="both", choices=["data", "params", "both"])
     args = ap.parse_args()
 
     from analysis.cli import analyze_experiment
@@ -67,13 +68,13 @@ def main() -> None:
         fill(uri, args.runs)
         (out / "filled").write_text("ok")
     t = time.perf_counter()
-    res = analyze_experiment("bench-10k", uri, axis="both", out=out / "analysis", n_boot=args.bootstrap,
+    res = analyze_experiment("bench-10k", uri, axis=args.axis, out=out / "analysis", n_boot=args.bootstrap,
                              verbose=False)
     dt = time.perf_counter() - t
-    print(f"{'runs':>6} {'groups':>7} {'seconds':>8}")
-    print(f"{args.runs:>6} {len(res['groups']):>7} {dt:>8.1f}")
-    print(json.dumps({"bench": "analysis_10k", "runs": args.runs, "groups": len(res["groups"]), "seconds": dt,
-                      "bootstrap": args.bootstrap}))
+    print(f"{'runs':>6} {'axis':>6} {'groups':>7} {'seconds':>8}")
+    print(f"{args.runs:>6} {args.axis:>6} {len(res['groups']):>7} {dt:>8.1f}")
+    print(json.dumps({"bench": "analysis_10k", "runs": args.runs, "axis": args.axis, "groups": len(res["groups"]),
+                      "seconds": dt, "bootstrap": args.bootstrap}))
 
 
 if __name__ == "__main__":
