@@ -11,8 +11,9 @@
   means after the fit (as in the dielectric paper), plus the extrapolation error RMSLE on the K largest x when
   they are held out of the fit.
 * Uncertainty: standard errors from the Jacobian's covariance (delta method for log-fitted parameters) and
-  percentile confidence intervals from a seeded bootstrap over runs (seeds resampled within each point;
-  points resampled when there are no replicates).
+  percentile confidence intervals from a seeded bootstrap over runs (seeds resampled within each point, their
+  spread inflated by √(r/(r−1)) so a point's mean varies as much as a fresh set of r seeds would; points
+  resampled when there are no replicates).
 """
 
 from __future__ import annotations
@@ -209,6 +210,16 @@ def _stderr(law: Law, r, n: int) -> dict[str, float]:
     return out
 
 
+def _inflated(m: np.ndarray) -> np.ndarray:
+    """Replicates spread about their mean by √(r/(r−1)), so that resampling r of them with replacement has the
+    variance of the mean an independent run would have (the plain bootstrap shrinks it by (r−1)/r)."""
+    r = m.shape[1]
+    if r < 2:
+        return m
+    mean = m.mean(axis=1, keepdims=True)
+    return mean + (m - mean) * np.sqrt(r / (r - 1))
+
+
 def resample(curve: Curve, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One bootstrap draw: (x indices, means, σ) with seeds resampled within points (points if no replicates)."""
     if all(len(r) < 2 for r in curve.reps):
@@ -216,12 +227,13 @@ def resample(curve: Curve, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
         return idx, curve.y[idx], curve.sigma[idx]
     sizes = {len(r) for r in curve.reps}
     if len(sizes) == 1:  # the usual case, vectorised: every point has the same number of seeds
-        m = np.stack(curve.reps)
+        m = _inflated(np.stack(curve.reps))
         draw = np.take_along_axis(m, rng.integers(0, m.shape[1], m.shape), axis=1)
         std = draw.std(axis=1, ddof=1)
         return np.arange(curve.n), draw.mean(axis=1), _sigma(np.where(std > 0, std, np.nan))
     means, stds = np.empty(curve.n), np.empty(curve.n)
     for i, r in enumerate(curve.reps):
+        r = _inflated(r[None, :])[0] if len(r) > 1 else r
         draw = r[rng.integers(0, len(r), len(r))]
         means[i] = draw.mean()
         stds[i] = draw.std(ddof=1) if len(draw) > 1 else np.nan
@@ -234,7 +246,7 @@ def resample_many(curve: Curve, rng: np.random.Generator, n: int):
     if len(sizes) != 1 or sizes == {1}:
         draws = [resample(curve, rng) for _ in range(n)]
         return tuple(np.stack([d[i] for d in draws]) for i in range(3))
-    m = np.stack(curve.reps)  # [points, seeds]
+    m = _inflated(np.stack(curve.reps))  # [points, seeds]
     pick = rng.integers(0, m.shape[1], (n,) + m.shape)
     draw = np.take_along_axis(np.broadcast_to(m, (n,) + m.shape), pick, axis=2)
     std = draw.std(axis=2, ddof=1)

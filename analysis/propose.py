@@ -2,8 +2,9 @@
 
 ``propose(curve, k, bounds)`` is a pure function from data to new points, usable without any training:
 
-* clear break (a broken law wins by more than ``ambiguity`` AICc): the k new x are quantiles
-  (i + ½)/k of the bootstrap distribution of log10 x_c, so trials go where the break may be;
+* clear break (a broken law wins by more than ``ambiguity`` AICc): candidate designs of k points spread
+  symmetrically (in log x) around the fitted break with half-spans of 0.1–1 decade; the design predicted to
+  leave the narrowest CI of the break wins (expected CI reduction, simulated from the current fit);
 * ambiguous (a broken and an unbroken law within ``ambiguity`` AICc, or an unbroken law wins): the k new x
   are where the best broken and the best unbroken law disagree most, so the next round decides between them.
 
@@ -23,6 +24,7 @@ from analysis.laws import make_law
 from gnn.errors import InputError
 
 BROKEN = ("broken", "broken_amp")
+DESIGN_WIDTHS = (0.1, 0.25, 0.45, 0.7, 1.0)  #: half-spans (decades) of the candidate designs around the break
 UNBROKEN = ("power", "floor")
 
 
@@ -98,13 +100,20 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
     clear = unbroken is None or broken.aicc < unbroken.aicc - ambiguity
     best, samples, ci, half = break_interval(curve, n_boot, seed)
     grid = np.linspace(lo_b, hi_b, 600)
-    if clear:
-        s = samples[np.isfinite(samples)]
-        q = np.clip(np.quantile(s, (np.arange(k) + 0.5) / k), lo_b, hi_b) if s.size else np.full(k, np.nan)
-        # score grid points by closeness to the quantiles, so spacing rules can move a point aside
-        score = -np.min(np.abs(grid[:, None] - q[None, :]), axis=1) + 1e-9 * np.arange(len(grid))[::-1]
-        step = max(min_gap, (hi_b - lo_b) / 600)
-        points, reason = _spread(grid, score, taken, k, step, step), "break quantiles"
+    if clear:  # designs around the break, scored by the CI half-width they are predicted to leave
+        centre = float(np.clip(np.log10(broken.params["x_c"]), lo_b, hi_b))
+        best_design, best_pred = None, np.inf
+        for width in DESIGN_WIDTHS:
+            offsets = np.linspace(-width, width, k) if k > 1 else np.zeros(1)
+            design = _spread(grid, -np.min(np.abs(grid[:, None] - (centre + offsets)[None, :]), axis=1), taken,
+                             k, max(min_gap, (hi_b - lo_b) / 600), min_gap)
+            if not design:
+                continue
+            pred = predicted_half_width(curve, best, [10**d for d in design], n_boot=max(100, n_boot // 2),
+                                        seed=seed, repeats=2)
+            if pred < best_pred:
+                best_design, best_pred = design, pred
+        points, reason = best_design or [], "break: smallest predicted CI"
     else:
         with np.errstate(all="ignore"):
             d = np.abs(np.log(broken.predict(10**grid)) - np.log(unbroken.predict(10**grid)))
@@ -113,13 +122,17 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
     xs = [float(np.round(10**p)) if integer else float(10**p) for p in points]
     prop = Proposal(points=xs, reason=reason, law=broken.law.name, break_x=broken.params["x_c"], break_ci=ci,
                     half_width=half, aicc=aicc)
-    if predict and xs:
+    if predict and xs:  # an independent simulation, so the printed prediction is not the design score
         prop.predicted_half_width = predicted_half_width(curve, best, xs, n_boot=max(100, n_boot // 2), seed=seed)
     return prop
 
 
-def predicted_half_width(curve: Curve, fit, new_x: list[float], n_boot: int = 200, seed: int = 0) -> float:
-    """CI half-width (decades) of the break after adding ``new_x``, simulated from the current fit."""
+def predicted_half_width(curve: Curve, fit, new_x: list[float], n_boot: int = 200, seed: int = 0,
+                         repeats: int = 1) -> float:
+    """CI half-width (decades) of the break after adding ``new_x``, simulated from the current fit (the mean
+    over ``repeats`` simulated futures)."""
+    if repeats > 1:
+        return float(np.mean([predicted_half_width(curve, fit, new_x, n_boot, seed + 97 * i) for i in range(repeats)]))
     rng = np.random.default_rng(seed + 1)
     rel = np.nanmedian(curve.std / curve.y) if np.isfinite(curve.std).any() else 0.01
     seeds = max(len(r) for r in curve.reps)

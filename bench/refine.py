@@ -34,7 +34,7 @@ UNIFORM = (5, 7, 9, 12, 16, 21, 28, 37, 50)
 def truth(rng: np.random.Generator):
     log_xc = rng.uniform(LO + 0.1, HI - 0.1) if rng.random() < 0.7 else rng.choice([LO + 0.15, HI - 0.15])
     a1 = rng.uniform(0.05, 0.25)
-    a2 = a1 + rng.choice([-1, 1]) * rng.uniform(0.15, 0.35)
+    a2 = a1 + rng.uniform(0.15, 0.35) if rng.random() < 0.7 else max(0.02, a1 - rng.uniform(0.1, 0.2))  # steepen or flatten
     if rng.random() < 0.5:
         return "broken", {"x_c": 10**log_xc, "alpha1": a1, "alpha2": a2}, log_xc
     # BNSL with one break, a = 0, f = 1:  b x^-c0 (1 + x/d)^-c1  (slope c0 below d, c0 + c1 above)
