@@ -117,7 +117,6 @@ def fit_curve(curve: Curve, law: str = "auto", *, objective: str = "wls", holdou
                           for c in cands],
            "n_points": curve.n, "n_runs": int(sum(len(r) for r in curve.reps)), "objective": objective,
            "n_boot": n_boot, "level": level}
-    xs, x2s = curve.spans()
     winner = make_law(best["law"], xs, (0.0, 0.0), x2s)
     out.update(_answers(winner, best["params"], best["boot"], curve, level, target, sat_frac, sat_slope))
     return out
