@@ -31,7 +31,8 @@ def _exit_status(summary: dict) -> None:
         print("interrupted: run the same command with --resume to continue", file=sys.stderr)
         raise SystemExit(130)
     if summary.get("status") == "FAILED":
-        print(f"{len(summary.get('errors', []))} trials failed; see the FAILED runs in MLflow", file=sys.stderr)
+        n = summary.get("failed") or len(summary.get("errors", []))
+        print(f"{n} trials failed; see the FAILED runs in MLflow (tag matscale.failure_reason)", file=sys.stderr)
         raise SystemExit(1)
 
 

@@ -244,9 +244,15 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
         raise
     finally:
         tracking.mark_unfinished(c, exp_id, parent_id, tracking.KILLED)
-        left = [r for r in tracking.trial_runs(c, exp_id, spec.hash) if r.info.status == tracking.KILLED]
-        if status == tracking.FINISHED and (left or tracking.count_missing(c, exp_id, spec, points)):
-            status = tracking.KILLED  # interrupted (Ctrl-C): trials were stopped or never started
+        states = [r.info.status for r in tracking.trial_runs(c, exp_id, spec.hash)]
+        summary["failed"] = states.count(tracking.FAILED)
+        if status == tracking.FINISHED:
+            if tracking.KILLED in states:
+                status = tracking.KILLED  # interrupted (Ctrl-C): trials were stopped
+            elif summary["failed"]:
+                status = tracking.FAILED  # e.g. diverged trials (tag matscale.failure_reason)
+            elif tracking.count_missing(c, exp_id, spec, points):
+                status = tracking.KILLED  # interrupted before every trial started
         c.set_terminated(parent_id, status)
         summary["status"] = status
     summary["trials"] = _trials(c, exp_id, spec)

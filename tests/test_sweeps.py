@@ -148,6 +148,15 @@ def test_tiny_sweep_tracks_every_trial_and_never_duplicates(tmp_path, data_dir, 
     assert len(child_runs(spec)[2]) == 4
 
 
+def test_diverging_trials_end_failed_with_a_reason_and_the_sweep_goes_on(tmp_path, data_dir, local_ray):
+    spec = load_spec(write_spec(tmp_path, data_dir, hpo={"trials_per_point": 1, "space": {"lr": 1.0e30}}))
+    summary = run_sweep(spec, progress=False)
+    assert summary["status"] == "FAILED" and summary["failed"] == 2
+    _, _, runs = child_runs(spec)
+    assert len(runs) == 2 and all(r.info.status == "FAILED" for r in runs)  # both points ran
+    assert all(r.data.tags["matscale.failure_reason"].startswith("diverged: loss is nan") for r in runs)
+
+
 def test_sweep_against_a_real_mlflow_server(tmp_path, data_dir, local_ray):
     port = _free_port()
     server = subprocess.Popen(
