@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from analysis.fit import make_curve
 from analysis.laws import JOINT
-from analysis.report import log_analysis_run, plot_curve, plot_grid, write_outputs
+from analysis.report import log_analysis_run, plot_curve, plot_grid, safe_name, write_outputs
 from analysis.scaling import fit_curve
 from analysis.table import curve_from, read_table, select
 from gnn.errors import InputError
@@ -131,11 +130,6 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
               + (f"; MLflow analysis run {run_id}" if run_id else ""))
     return {"groups": [{"name": g["name"], "axis": g["axis"], **g["result"]} for g in groups],
             "problems": problems, "flagged": flagged, "skipped": skipped, "run_id": run_id, "out": str(out)}
-
-
-def safe_name(name: str) -> str:
-    """A group name usable in file names and MLflow metric keys."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("=", ""))
 
 
 def _analyze_group(job) -> dict | str:

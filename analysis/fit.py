@@ -31,7 +31,6 @@ from gnn.errors import InputError
 HUBER_DELTA = 1e-3
 MAX_STARTS = 400  #: start grid size cap
 LOCAL_STARTS = 12  #: the best grid points (by objective) that are optimised locally
-BOOT_TOL = 1e-6  #: bootstrap refits start at the optimum; percentiles need no more precision than this
 
 
 @dataclass
@@ -143,8 +142,7 @@ def _starts(law: Law, rng: np.random.Generator) -> list[np.ndarray]:
             for c in combos]
 
 
-def _solve(law: Law, curve: Curve, objective: str, starts: list[np.ndarray], xs=None, y=None, sigma=None,
-           tol: float = 1e-8):
+def _solve(law: Law, curve: Curve, objective: str, starts: list[np.ndarray], xs=None, y=None, sigma=None):
     """Best local optimum over ``starts`` (scipy ``least_squares``, trust region within bounds)."""
     xs = curve.xs() if xs is None else xs
     y = curve.y if y is None else y
@@ -158,13 +156,13 @@ def _solve(law: Law, curve: Curve, objective: str, starts: list[np.ndarray], xs=
         starts = [starts[i] for i in np.argsort(score)[:LOCAL_STARTS]]
     best = None
     for theta0 in starts:
-        r = _least_squares(fn, theta0, lower, upper, tol, kw)
+        r = _least_squares(fn, theta0, lower, upper, kw)
         if r is not None and (best is None or r.cost < best.cost):
             best = r
     return best
 
 
-def _least_squares(fn, theta0, lower, upper, tol, kw):
+def _least_squares(fn, theta0, lower, upper, kw, tol: float = 1e-8):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

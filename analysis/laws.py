@@ -63,8 +63,6 @@ class Law:
         """Fitted-space vector → named natural parameters."""
         return {p.name: float(10.0 ** t if p.log else t) for p, t in zip(self.params, theta)}
 
-    def fitted(self, values: dict[str, float]) -> np.ndarray:
-        return np.array([np.log10(values[p.name]) if p.log else values[p.name] for p in self.params])
 
     def predict(self, x, values: dict[str, float]) -> np.ndarray:
         return _PREDICT[self.kind](x, values, self)

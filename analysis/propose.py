@@ -55,12 +55,13 @@ def _fits(curve: Curve, names) -> dict:
     return out
 
 
-def break_interval(curve: Curve, n_boot: int = 400, seed: int = 0, level: float = 0.95):
-    """(best broken fit, log10 x_c bootstrap samples, CI in x, half-width in decades)."""
-    fits = _fits(curve, BROKEN)
-    if not fits:
-        raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
-    best = min(fits.values(), key=lambda f: f.aicc)
+def break_interval(curve: Curve, n_boot: int = 400, seed: int = 0, level: float = 0.95, best=None):
+    """(best broken fit, log10 x_c bootstrap samples, CI in x, half-width in decades); ``best`` skips the fits."""
+    if best is None:
+        fits = _fits(curve, BROKEN)
+        if not fits:
+            raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
+        best = min(fits.values(), key=lambda f: f.aicc)
     samples = np.log10(bootstrap(best, curve, n_boot=n_boot, seed=seed)[:, best.law.names.index("x_c")])
     lo, hi = percentile_ci(samples, level)
     return best, samples, (10**lo, 10**hi), (hi - lo) / 2
@@ -98,7 +99,7 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
         raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
     aicc = {n: f.aicc for n, f in fits.items()}
     clear = unbroken is None or broken.aicc < unbroken.aicc - ambiguity
-    best, samples, ci, half = break_interval(curve, n_boot, seed)
+    _, _, ci, half = break_interval(curve, n_boot, seed, best=broken)
     grid = np.linspace(lo_b, hi_b, 600)
     if clear:  # designs around the break, scored by the CI half-width they are predicted to leave
         centre = float(np.clip(np.log10(broken.params["x_c"]), lo_b, hi_b))
@@ -109,7 +110,7 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
                              k, max(min_gap, (hi_b - lo_b) / 600), min_gap)
             if not design:
                 continue
-            pred = predicted_half_width(curve, best, [10**d for d in design], n_boot=max(100, n_boot // 2),
+            pred = predicted_half_width(curve, broken, [10**d for d in design], n_boot=max(100, n_boot // 2),
                                         seed=seed, repeats=2)
             if pred < best_pred:
                 best_design, best_pred = design, pred
@@ -123,7 +124,7 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
     prop = Proposal(points=xs, reason=reason, law=broken.law.name, break_x=broken.params["x_c"], break_ci=ci,
                     half_width=half, aicc=aicc)
     if predict and xs:  # an independent simulation, so the printed prediction is not the design score
-        prop.predicted_half_width = predicted_half_width(curve, best, xs, n_boot=max(100, n_boot // 2), seed=seed)
+        prop.predicted_half_width = predicted_half_width(curve, broken, xs, n_boot=max(100, n_boot // 2), seed=seed)
     return prop
 
 

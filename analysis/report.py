@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -12,6 +13,11 @@ import numpy as np
 
 from analysis.fit import Curve
 from analysis.laws import make_law
+
+
+def safe_name(name: str) -> str:
+    """A group name usable in file names and MLflow metric keys (e.g. ``cgc N=1e4`` → ``cgc_N1e4``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("=", ""))
 
 
 def _plt():
@@ -164,7 +170,6 @@ def write_outputs(out: Path, title: str, groups: list[dict], problems: list[dict
 def log_analysis_run(tracking_uri: str, experiment_id: str, out: Path, groups: list[dict], metric: str,
                      tags: dict | None = None) -> str:
     """An ``analysis`` run in the experiment: winners as params, fitted values and CIs as metrics, files as artifacts."""
-    from analysis.cli import safe_name
     from sweeps import tracking
 
     c = tracking.client(tracking.normalise_uri(tracking_uri))

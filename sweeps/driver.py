@@ -124,12 +124,7 @@ def _check_cluster(spec: Spec, resources: dict) -> None:
 
 def _typed(params: dict) -> dict:
     """Hyperparameters read back from MLflow params (strings) in their Python types."""
-    out = {}
-    for k, v in params.items():
-        if k.startswith("hp."):
-            name = k[3:]
-            out[name] = SEARCHABLE.get(name, float)(float(v)) if name in SEARCHABLE else v
-    return out
+    return {k[3:]: SEARCHABLE[k[3:]](float(v)) for k, v in params.items() if k[3:] in SEARCHABLE and k.startswith("hp.")}
 
 
 def _ray_init(address: str | None) -> None:

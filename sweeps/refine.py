@@ -19,6 +19,7 @@ import numpy as np
 
 from analysis.fit import make_curve
 from analysis.propose import propose
+from analysis.report import safe_name
 from analysis.runs import aggregate, load_runs
 from gnn.errors import InputError
 from sweeps import tracking
@@ -135,7 +136,7 @@ def _log_round(c, exp_id: str, round_no: int, proposals: list[dict]) -> None:
         f"{tracking.TAG}kind": "analysis", f"{tracking.TAG}stage": "refine", ROUND_TAG: str(round_no)})
     metrics = {}
     for p in proposals:
-        key = p["group"].replace(" ", "_").replace("=", "")
+        key = safe_name(p["group"])
         metrics[f"{key}/break"] = p["break_x"]
         metrics[f"{key}/break_ci_lo"], metrics[f"{key}/break_ci_hi"] = p["break_ci"]
         metrics[f"{key}/half_width_decades"] = p["half_width"]
