@@ -275,7 +275,7 @@ def bootstrap(fit: Fit, curve: Curve, objective: str = "wls", n_boot: int = 1000
     return out
 
 
-def _batch_natural(law: Law, theta: np.ndarray) -> dict:
+def batch_natural(law: Law, theta: np.ndarray) -> dict:
     return {p.name: (10.0 ** theta[:, j:j + 1] if p.log else theta[:, j:j + 1]) for j, p in enumerate(law.params)}
 
 
@@ -289,7 +289,7 @@ def _batch_lm(law: Law, xs, y: np.ndarray, sigma: np.ndarray, theta0: np.ndarray
 
     def resid(theta):
         with np.errstate(all="ignore"):
-            pred = law.predict(xs, _batch_natural(law, theta))
+            pred = law.predict(xs, batch_natural(law, theta))
             r = (pred - y) / sigma if objective == "wls" else np.log(np.where(pred > 0, pred, np.nan)) - log_y
         return np.where(np.isfinite(r), r, 1e6)
 

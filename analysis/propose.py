@@ -2,9 +2,11 @@
 
 ``propose(curve, k, bounds)`` is a pure function from data to new points, usable without any training:
 
-* clear break (a broken law wins by more than ``ambiguity`` AICc): candidate designs of k points spread
-  symmetrically (in log x) around the fitted break with half-spans of 0.1–1 decade; the design predicted to
-  leave the narrowest CI of the break wins (expected CI reduction, simulated from the current fit);
+* clear break (a broken law wins by more than ``ambiguity`` AICc): the k new x that most reduce the expected
+  variance of log10 x_c (a sequential c-optimal design, linearised at bootstrap draws of the fit, so an
+  uncertain break spreads the points over where it may be). For these laws the optimum is two clusters
+  about half a decade either side of the break plus a few points at the ends of the range, which pin the
+  slopes;
 * ambiguous (a broken and an unbroken law within ``ambiguity`` AICc, or an unbroken law wins): the k new x
   are where the best broken and the best unbroken law disagree most, so the next round decides between them.
 
@@ -19,12 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.fit import Curve, bootstrap, fit_law, make_curve, percentile_ci
+from analysis.fit import Curve, batch_natural, bootstrap, fit_law, make_curve, percentile_ci
 from analysis.laws import make_law
 from gnn.errors import InputError
 
 BROKEN = ("broken", "broken_amp")
-DESIGN_WIDTHS = (0.1, 0.25, 0.45, 0.7, 1.0)  #: half-spans (decades) of the candidate designs around the break
 UNBROKEN = ("power", "floor")
 
 
@@ -57,14 +58,78 @@ def _fits(curve: Curve, names) -> dict:
 
 def break_interval(curve: Curve, n_boot: int = 400, seed: int = 0, level: float = 0.95, best=None):
     """(best broken fit, log10 x_c bootstrap samples, CI in x, half-width in decades); ``best`` skips the fits."""
+    return _break_bootstrap(curve, n_boot, seed, level, best)[:4]
+
+
+def _break_bootstrap(curve: Curve, n_boot: int, seed: int, level: float = 0.95, best=None):
     if best is None:
         fits = _fits(curve, BROKEN)
         if not fits:
             raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
         best = min(fits.values(), key=lambda f: f.aicc)
-    samples = np.log10(bootstrap(best, curve, n_boot=n_boot, seed=seed)[:, best.law.names.index("x_c")])
+    draws = bootstrap(best, curve, n_boot=n_boot, seed=seed)
+    samples = np.log10(draws[:, best.law.names.index("x_c")])
     lo, hi = percentile_ci(samples, level)
-    return best, samples, (10**lo, 10**hi), (hi - lo) / 2
+    return best, samples, (10**lo, 10**hi), (hi - lo) / 2, draws[np.isfinite(draws).all(axis=1)]
+
+
+def _optimal_design(fit, curve: Curve, draws: np.ndarray, k: int, grid: np.ndarray, taken: np.ndarray,
+                    seeds: int, min_gap: float, max_draws: int = 64) -> list[float]:
+    """Greedy sequential c-optimal design: k log10 x from ``grid`` that most reduce Var(log10 x_c).
+
+    With J(x) the gradient of ln L in the fitted parameters and M = Σ_i s_i J(x_i) J(x_i)ᵀ the information
+    of the data so far (s_i seeds at x_i; the pooled relative seed noise is a common factor and drops out),
+    a new point with s seeds lowers v = cᵀM⁻¹c (c picks log10 x_c) by s (J(x)ᵀM⁻¹c)² / (1 + s J(x)ᵀM⁻¹J(x)).
+    That reduction, relative to v, is averaged over bootstrap parameter draws (so a poorly located break
+    spreads the design) and the best x is taken, M updated, k times. New x keep ≥ ``min_gap`` decades from
+    each other and from the measured ones (halved while nothing fits, down to the grid's spacing).
+    """
+    law = fit.law
+    theta = np.vstack([fit.theta, _fitted(law, draws[:max_draws - 1])]) if len(draws) else fit.theta[None, :]
+    jac_old = _log_jacobian(law, theta, np.log10(curve.x))  # [B, n, k]
+    s_old = np.array([len(r) for r in curve.reps], float)
+    m = np.einsum("bni,bnj,n->bij", jac_old, jac_old, s_old) + 1e-9 * np.eye(law.k)
+    jac_new = _log_jacobian(law, theta, grid)  # [B, G, k]
+    chosen: list[float] = []
+    spacing = float(np.min(np.diff(grid))) if len(grid) > 1 else 0.0
+    for _ in range(k):
+        inv = np.linalg.pinv(m)
+        u = inv[:, :, 0]  # M⁻¹c
+        v = inv[:, 0, 0]
+        ju = np.einsum("bgk,bk->bg", jac_new, u)
+        jmj = np.einsum("bgk,bkl,bgl->bg", jac_new, inv, jac_new)
+        with np.errstate(all="ignore"):
+            score = np.nanmean(seeds * ju**2 / ((1 + seeds * jmj) * v[:, None]), axis=0)
+        dist = np.min(np.abs(grid[:, None] - np.concatenate([taken, chosen])[None, :]), axis=1)
+        gap = min_gap  # halved while nothing fits, down to the grid's spacing
+        while not np.isfinite(np.where(dist >= gap, score, -np.inf)).any() and gap > spacing:
+            gap /= 2
+        score = np.where((dist < gap) | ~np.isfinite(score), -np.inf, score)
+        if not np.isfinite(score.max()):
+            break
+        g = int(np.argmax(score))
+        chosen.append(float(grid[g]))
+        m = m + seeds * np.einsum("bi,bj->bij", jac_new[:, g], jac_new[:, g])
+    return sorted(chosen)
+
+
+def _fitted(law, natural: np.ndarray) -> np.ndarray:
+    """Natural parameters ``[B, k]`` → the fitted space (log10 for log parameters)."""
+    return np.stack([np.log10(natural[:, j]) if p.log else natural[:, j] for j, p in enumerate(law.params)], axis=1)
+
+
+def _log_jacobian(law, theta: np.ndarray, log_x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    """∂ ln L(x) / ∂θ for every parameter row: ``[B, len(log_x), k]`` by central differences."""
+    x = np.broadcast_to(10.0 ** np.asarray(log_x, float), (theta.shape[0], len(log_x)))
+    out = np.empty(x.shape + (law.k,))
+    for j in range(law.k):
+        step = np.zeros(law.k)
+        step[j] = h
+        with np.errstate(all="ignore"):
+            hi = np.log(law.predict(x, batch_natural(law, theta + step)))
+            lo = np.log(law.predict(x, batch_natural(law, theta - step)))
+        out[:, :, j] = (hi - lo) / (2 * h)
+    return np.nan_to_num(out)
 
 
 def _spread(candidates: np.ndarray, score: np.ndarray, taken: np.ndarray, k: int, gap: float,
@@ -99,22 +164,12 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
         raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
     aicc = {n: f.aicc for n, f in fits.items()}
     clear = unbroken is None or broken.aicc < unbroken.aicc - ambiguity
-    _, _, ci, half = break_interval(curve, n_boot, seed, best=broken)
+    _, _, ci, half, draws = _break_bootstrap(curve, n_boot, seed, best=broken)
     grid = np.linspace(lo_b, hi_b, 600)
-    if clear:  # designs around the break, scored by the CI half-width they are predicted to leave
-        centre = float(np.clip(np.log10(broken.params["x_c"]), lo_b, hi_b))
-        best_design, best_pred = None, np.inf
-        for width in DESIGN_WIDTHS:
-            offsets = np.linspace(-width, width, k) if k > 1 else np.zeros(1)
-            design = _spread(grid, -np.min(np.abs(grid[:, None] - (centre + offsets)[None, :]), axis=1), taken,
-                             k, max(min_gap, (hi_b - lo_b) / 600), min_gap)
-            if not design:
-                continue
-            pred = predicted_half_width(curve, broken, [10**d for d in design], n_boot=max(100, n_boot // 2),
-                                        seed=seed, repeats=2)
-            if pred < best_pred:
-                best_design, best_pred = design, pred
-        points, reason = best_design or [], "break: smallest predicted CI"
+    if clear:  # sequential c-optimal design for log10 x_c, averaged over the bootstrap's parameter draws
+        seeds = max(len(r) for r in curve.reps)
+        points = _optimal_design(broken, curve, draws, k, grid, taken, seeds, min_gap)
+        reason = "break: largest expected CI reduction"
     else:
         with np.errstate(all="ignore"):
             d = np.abs(np.log(broken.predict(10**grid)) - np.log(unbroken.predict(10**grid)))

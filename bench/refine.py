@@ -1,13 +1,27 @@
 """Refinement benchmark: trials needed to pin a break to ±0.1 decade, adaptive against uniform log grids.
 
-    python bench/refine.py [--sims 30] [--noise 0.01,0.02] [--target 0.1] [--bootstrap 200]
+    python bench/refine.py [--sims 30] [--noise 0.01,0.02] [--target 0.1] [--bootstrap 1000]
 
-Ground truths are broken curves on x ∈ [10³, 10^5.3] (the paper's form, and BNSL with one break, a = 0, f = 1),
-with breaks placed at random inside the range and near its edges, exponents drawn around the paper's, and
-seed noise of 1–2 % (3 seeds per point). *Adaptive*: a uniform 5-point grid, then rounds of 3 points from
-:func:`analysis.propose.propose` until the break's 95 % CI half-width ≤ target. *Uniform*: the smallest
-uniform log grid (5…50 points) that reaches the target. Also: how often the truth lies inside the final CI.
-Prints a table and one JSON line.
+Ground truths are broken curves on x ∈ [10³, 10^5.3], 3 seeds per point with 1–2 % relative seed noise, the
+break placed at random inside the range (70 %) or 0.15 decade from an edge (30 %):
+
+* ``paper``: the dielectric paper's form L = (x_c/x)^α2 (1 + x_c/x)^(α1−α2) — its amplitude is tied to x_c;
+* ``bnsl``: BNSL with one break (a = 0, f = 1) and a free amplitude, L = b x^−c0 (1 + x/d)^−c1, so the break
+  is located by the curvature alone (the fitter may choose ``broken`` or ``broken_amp``).
+
+Methods, each stopped by the same rule (the 95 % bootstrap CI half-width of log10 x_c ≤ target):
+
+* *adaptive*: the paper's start, a uniform 7-point grid, then rounds of 4 points from :func:`analysis.propose.propose`;
+* *uniform (expected)*: the fewest points m of a uniform log grid for which at least 2 of 3 independent
+  noise draws reach the target (one look per draw: no "stop when lucky");
+* *uniform (nested)*: what a user densifying a grid does: 7 → 13 → 25 → 49 points, each grid
+  keeping the previous measurements, stopped at the first grid that reaches the target.
+
+Ratios are reported over the simulations whose 7-point start did not already reach the target.
+
+Also printed per simulation: the asymptotic bound — the variance of log10 x_c per trial of a uniform grid
+over that of the locally c-optimal design at the true curve, which no design (adaptive or not) can beat.
+The truth's coverage by the final 95 % CI of the adaptive runs is reported. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -25,91 +39,171 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.fit import make_curve  # noqa: E402
 from analysis.laws import make_law  # noqa: E402
-from analysis.propose import break_interval, propose  # noqa: E402
+from analysis.propose import _log_jacobian, break_interval, propose  # noqa: E402
 
-LO, HI, SEEDS, MAX_TRIALS = 3.0, 5.3, 3, 150
-UNIFORM = (5, 7, 9, 12, 16, 21, 28, 37, 50)
+LO, HI, SEEDS, START, MAX_POINTS, ROUND = 3.0, 5.3, 3, 7, 60, 4
+NESTED = (7, 13, 25, 49)  #: nested uniform grids, each keeping the previous one's points
 
 
-def truth(rng: np.random.Generator):
+def truth(rng: np.random.Generator, form: str):
     log_xc = rng.uniform(LO + 0.1, HI - 0.1) if rng.random() < 0.7 else rng.choice([LO + 0.15, HI - 0.15])
     a1 = rng.uniform(0.05, 0.25)
     a2 = a1 + rng.uniform(0.15, 0.35) if rng.random() < 0.7 else max(0.02, a1 - rng.uniform(0.1, 0.2))  # steepen or flatten
-    if rng.random() < 0.5:
+    if form == "paper":
         return "broken", {"x_c": 10**log_xc, "alpha1": a1, "alpha2": a2}, log_xc
-    # BNSL with one break, a = 0, f = 1:  b x^-c0 (1 + x/d)^-c1  (slope c0 below d, c0 + c1 above)
-    return "bnsl:1", {"a": 0.0, "b": 10 ** (a1 * log_xc), "c0": a1, "c1": a2 - a1, "d1": 10**log_xc, "f1": 1.0}, log_xc
+    # BNSL, one break, a = 0, f = 1: b x^-c0 (1 + x/d)^-c1 — slope c0 below d, c0 + c1 above; L(d) ∈ [0.3, 1.5]
+    level = rng.uniform(np.log10(0.3), np.log10(1.5))
+    b = 10 ** (level + a1 * log_xc) * 2 ** (a2 - a1)
+    return "bnsl:1", {"a": 0.0, "b": b, "c0": a1, "c1": a2 - a1, "d1": 10**log_xc, "f1": 1.0}, log_xc
 
 
-def measure(form, params, x, rng, noise):
-    y = make_law(form, (LO, HI), (0, 0)).predict(np.asarray(x, float), params)
-    return [v * (1 + noise * rng.standard_normal(SEEDS)) for v in y]
+class Sim:
+    """One ground truth with its own noise stream; ``measure(x)`` returns 3 seeds per x."""
+
+    def __init__(self, sim: int, form: str, noise: float):
+        self.rng = np.random.default_rng(1000 + sim)
+        self.law, self.params, self.log_xc = truth(self.rng, form)
+        self.noise = noise
+
+    def measure(self, x) -> list[np.ndarray]:
+        y = make_law(self.law, (LO, HI), (0, 0)).predict(np.asarray(x, float), self.params)
+        return [v * (1 + self.noise * self.rng.standard_normal(SEEDS)) for v in y]
 
 
 def curve(xs, ys):
     return make_curve(np.repeat(xs, SEEDS), np.concatenate(ys))
 
 
-def one(args):
-    sim, noise, target, n_boot = args
-    rng = np.random.default_rng(1000 + sim)
-    form, params, log_xc = truth(rng)
-    xs = list(np.logspace(LO, HI, 5))
-    ys = measure(form, params, xs, rng, noise)
-    adaptive, inside, half = None, None, None
-    for _ in range(40):
-        c = curve(xs, ys)
-        _, _, ci, half = break_interval(c, n_boot=n_boot, seed=sim)
+def half_width(xs, ys, n_boot, seed):
+    _, _, ci, half = break_interval(curve(xs, ys), n_boot=n_boot, seed=seed)
+    return half, ci
+
+
+def adaptive(sim: Sim, target, n_boot, seed):
+    xs = list(np.logspace(LO, HI, START))
+    ys = sim.measure(xs)
+    while True:
+        half, ci = half_width(xs, ys, n_boot, seed)
         if half <= target:
-            adaptive = len(xs) * SEEDS
-            inside = bool(np.log10(ci[0]) <= log_xc <= np.log10(ci[1]))
-            break
-        if len(xs) * SEEDS >= MAX_TRIALS:
-            break
-        p = propose(c, 3, (10**LO, 10**HI), n_boot=n_boot, seed=sim, predict=False, integer=False)
+            return len(xs) * SEEDS, bool(np.log10(ci[0]) <= sim.log_xc <= np.log10(ci[1])), half
+        if len(xs) >= MAX_POINTS:
+            return None, None, half
+        p = propose(curve(xs, ys), ROUND, (10**LO, 10**HI), n_boot=n_boot, seed=seed, predict=False, integer=False)
+        if not p.points:
+            return None, None, half
         xs += p.points
-        ys += measure(form, params, p.points, rng, noise)
-    uniform = None
-    for m in UNIFORM:
+        ys += sim.measure(p.points)
+
+
+def uniform_expected(sim: Sim, target, n_boot, seed, draws=3):
+    """Smallest m (bisection over START…MAX_POINTS) where ≥ 2 of 3 fresh draws reach the target."""
+    def ok(m):
         x = list(np.logspace(LO, HI, m))
-        _, _, _, h = break_interval(curve(x, measure(form, params, x, rng, noise)), n_boot=n_boot, seed=sim)
-        if h <= target:
-            uniform = m * SEEDS
-            break
-    return {"sim": sim, "form": form, "log_xc": log_xc, "noise": noise, "adaptive": adaptive, "uniform": uniform,
-            "inside": inside, "final_half_width": half}
+        return sum(half_width(x, sim.measure(x), n_boot, seed)[0] <= target for _ in range(draws)) >= 2
+    lo, hi = START, MAX_POINTS
+    if ok(lo):
+        return lo * SEEDS
+    if not ok(hi):
+        return None
+    while hi - lo > 1:
+        mid = int(round(np.sqrt(lo * hi)))
+        mid = min(max(mid, lo + 1), hi - 1)
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi * SEEDS
+
+
+def uniform_nested(sim: Sim, target, n_boot, seed):
+    grid = np.linspace(LO, HI, NESTED[-1])
+    measured: dict = {}
+    for m in NESTED:
+        step = (NESTED[-1] - 1) // (m - 1)
+        new = [g for g in grid[::step] if g not in measured]
+        measured.update(zip(new, sim.measure(10 ** np.array(new))))
+        lx = sorted(g for g in measured if any(np.isclose(g, grid[::step])))
+        if half_width(list(10 ** np.array(lx)), [measured[g] for g in lx], n_boot, seed)[0] <= target:
+            return m * SEEDS
+    return None
+
+
+def bound(sim: Sim) -> float:
+    """Asymptotic efficiency of the locally c-optimal design over a uniform grid for log10 x_c (≥ 1)."""
+    x_span = (LO, HI)
+    if sim.law == "broken":
+        law = make_law("broken", x_span, (0, 0))
+        theta = np.array([[sim.log_xc, sim.params["alpha1"], sim.params["alpha2"]]])
+    else:
+        p = sim.params
+        law = make_law("broken_amp", x_span, (0, 0))
+        amp = p["b"] * p["d1"] ** (-(p["c0"] + p["c1"]))  # b x^-c0 (1+x/d)^-c1 = A (d/x)^(c0+c1) (1+d/x)^-c1
+        theta = np.array([[sim.log_xc, p["c0"], p["c0"] + p["c1"], np.log10(amp)]])
+    grid = np.linspace(LO, HI, 93)
+    f = _log_jacobian(law, theta, grid)[0]
+    w = np.full(len(grid), 1 / len(grid))
+    v_uniform = np.linalg.pinv(f.T @ (f * w[:, None]))[0, 0]
+    for _ in range(2000):  # multiplicative algorithm for c-optimal weights
+        inv = np.linalg.pinv(f.T @ (f * w[:, None]))
+        w = w * (f @ inv[:, 0]) ** 2 / inv[0, 0]
+        w /= w.sum()
+    return float(v_uniform / np.linalg.pinv(f.T @ (f * w[:, None]))[0, 0])
+
+
+def one(args):
+    sim_no, form, noise, target, n_boot = args
+    sim = Sim(sim_no, form, noise)
+    trials, inside, half = adaptive(sim, target, n_boot, sim_no)
+    return {"sim": sim_no, "form": form, "log_xc": sim.log_xc, "noise": noise, "adaptive": trials, "inside": inside,
+            "final_half_width": half, "uniform": uniform_expected(Sim(sim_no, form, noise), target, n_boot, sim_no),
+            "nested": uniform_nested(Sim(sim_no, form, noise), target, n_boot, sim_no), "bound": bound(sim)}
+
+
+def ratio(rows, key):
+    both = [r for r in rows if r["adaptive"] and r[key] and r["adaptive"] > START * SEEDS]
+    return (float(np.median([r[key] / r["adaptive"] for r in both])) if both else None,
+            sum(r[key] for r in both) / max(sum(r["adaptive"] for r in both), 1) if both else None)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sims", type=int, default=30)
+    ap.add_argument("--sims", type=int, default=30, help="simulations per form")
+    ap.add_argument("--forms", default="paper,bnsl")
     ap.add_argument("--noise", default="0.01,0.02")
     ap.add_argument("--target", type=float, default=0.1)
-    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--bootstrap", type=int, default=1000)
     args = ap.parse_args()
     noises = [float(v) for v in args.noise.split(",")]
-    jobs = [(s, noises[s % len(noises)], args.target, args.bootstrap) for s in range(args.sims)]
+    jobs = [(s, form, noises[s % len(noises)], args.target, args.bootstrap)
+            for form in args.forms.split(",") for s in range(args.sims)]
     with ProcessPoolExecutor(len(os.sched_getaffinity(0))) as pool:
         rows = list(pool.map(one, jobs))
-    print(f"{'sim':>4} {'form':<7} {'log xc':>7} {'noise':>6} {'adaptive':>9} {'uniform':>8} {'inside':>7}")
+    cap = f">{MAX_POINTS * SEEDS}"
+    print(f"{'sim':>4} {'form':<6} {'log xc':>7} {'noise':>6} {'adaptive':>9} {'uniform':>8} {'nested':>7} "
+          f"{'bound':>6} {'inside':>7}")
     for r in rows:
-        print(f"{r['sim']:>4} {r['form']:<7} {r['log_xc']:>7.2f} {r['noise']:>6.3f} {str(r['adaptive']):>9} "
-              f"{str(r['uniform'] if r['uniform'] else '>150'):>8} {str(r['inside']):>7}")
-    done = [r for r in rows if r["adaptive"]]
-    cap = UNIFORM[-1] * SEEDS
-    ratios = [(r["uniform"] or cap * 2) / r["adaptive"] for r in done]  # a uniform grid that never got there counts 2×cap
-    both = [r for r in done if r["uniform"]]
-    total_ratio = sum(r["uniform"] for r in both) / max(sum(r["adaptive"] for r in both), 1)
-    coverage = float(np.mean([r["inside"] for r in done])) if done else float("nan")
-    summary = {"bench": "refine", "sims": len(rows), "adaptive_converged": len(done),
-               "uniform_converged": sum(r["uniform"] is not None for r in rows),
-               "median_trials_adaptive": float(np.median([r["adaptive"] for r in done])) if done else None,
-               "median_trials_uniform": float(np.median([r["uniform"] for r in both])) if both else None,
-               "median_ratio": float(np.median(ratios)) if ratios else None,
-               "total_ratio_where_both_converged": total_ratio, "coverage_95": coverage}
-    print(f"adaptive converged in {len(done)}/{len(rows)}; uniform in {summary['uniform_converged']}/{len(rows)}; "
-          f"median trials {summary['median_trials_adaptive']} vs {summary['median_trials_uniform']}; "
-          f"median ratio {summary['median_ratio']:.2f}; truth inside the 95% CI in {100 * coverage:.0f}%")
+        print(f"{r['sim']:>4} {r['form']:<6} {r['log_xc']:>7.2f} {r['noise']:>6.3f} {r['adaptive'] or cap:>9} "
+              f"{r['uniform'] or cap:>8} {r['nested'] or cap:>7} {r['bound']:>6.2f} {str(r['inside']):>7}")
+    summary = {"bench": "refine", "target_decades": args.target, "forms": {}}
+    for form in args.forms.split(","):
+        sub = [r for r in rows if r["form"] == form]
+        done = [r for r in sub if r["adaptive"]]
+        med_u, tot_u = ratio(sub, "uniform")
+        med_n, tot_n = ratio(sub, "nested")
+        summary["forms"][form] = {
+            "sims": len(sub), "adaptive_converged": len(done),
+            "needed_refinement": sum(not (r["adaptive"] and r["adaptive"] <= START * SEEDS) for r in sub),
+            "uniform_converged": sum(bool(r["uniform"]) for r in sub),
+            "nested_converged": sum(bool(r["nested"]) for r in sub),
+            "median_trials": {k: float(np.median([r[k] for r in sub if r[k]])) if any(r[k] for r in sub) else None
+                              for k in ("adaptive", "uniform", "nested")},
+            "median_ratio_uniform": med_u, "total_ratio_uniform": tot_u,
+            "median_ratio_nested": med_n, "total_ratio_nested": tot_n,
+            "median_bound": float(np.median([r["bound"] for r in sub])),
+            "coverage_95": float(np.mean([r["inside"] for r in done])) if done else None}
+        s = summary["forms"][form]
+        fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+        print(f"{form}: {s['needed_refinement']}/{len(sub)} needed more than the start; adaptive converged {len(done)}/{len(sub)}, uniform {s['uniform_converged']}, nested "
+              f"{s['nested_converged']}; median trials {s['median_trials']}; uniform/adaptive median "
+              f"{fmt(med_u)} (total {fmt(tot_u)}), nested/adaptive {fmt(med_n)} (total {fmt(tot_n)}); c-optimal "
+              f"bound {s['median_bound']:.2f}; truth inside the 95% CI {fmt(s['coverage_95'])}")
     print(json.dumps(summary))
 
 

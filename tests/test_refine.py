@@ -23,11 +23,11 @@ def test_proposals_concentrate_around_the_true_break(log_xc):
     truth = {"x_c": 10**log_xc, "alpha1": 0.12, "alpha2": 0.45}
     curve = simulate("broken", truth, np.logspace(3.3, 5.2, 6).round(), rng)
     p = propose(curve, 3, (1000, 2e5), n_boot=200)
-    assert p.reason == "break: smallest predicted CI" and len(p.points) == 3
+    assert p.reason == "break: largest expected CI reduction" and len(p.points) == 3
     logs = np.log10(p.points)
-    assert np.all(np.abs(logs - log_xc) <= 1.1)  # around the break (designs span at most ±1 decade) …
-    assert abs(np.median(logs) - log_xc) < 0.3  # … and centred on it
-    assert 0 < p.predicted_half_width < 1.25 * p.half_width  # a single simulated future: noisy, never far worse
+    inner = logs[(logs > 3.05) & (logs < 5.25)]  # the c-optimal design also pins the slopes at the range's ends
+    assert len(inner) >= 1 and np.all(np.abs(inner - log_xc) <= 0.5)  # the rest sit at the true break
+    assert 0 < p.predicted_half_width < p.half_width  # the simulated future is narrower than today's CI
 
 
 def test_without_a_clear_break_points_go_where_the_laws_disagree():
