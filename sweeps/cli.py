@@ -71,6 +71,20 @@ def _cmd_refine(args) -> None:
         print(json.dumps(res, default=float))
 
 
+def _cmd_cluster_check(args) -> None:
+    from sweeps.cluster_check import check_files
+
+    for path, notes in check_files(args.files, args.spec):
+        print(f"{path}: ok — {'; '.join(notes)}")
+
+
+def _cmd_server(args) -> None:
+    from sweeps.server import serve
+
+    serve(host=args.host, port=args.port, backend_store_uri=args.backend_store_uri,
+          artifacts_destination=args.artifacts_destination, auth=args.auth, public=args.public, workers=args.workers)
+
+
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="run a scaling sweep (Ray Tune + Optuna per point, tracked in MLflow)")
     p.add_argument("spec", help="sweep spec YAML (see sweeps/specs/)")
@@ -96,6 +110,23 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the proposal and the predicted CI; launch nothing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_refine)
+
+    p = sub.add_parser("cluster", help="cluster configs (see cluster/)")
+    csub = p.add_subparsers(dest="cluster_command", required=True)
+    p = csub.add_parser("check", help="validate cluster-launcher YAMLs and KubeRay manifests offline")
+    p.add_argument("files", nargs="+", help="cluster/*.yaml, cluster/kuberay/*.yaml")
+    p.add_argument("--spec", help="also check that one trial of this sweep spec fits a worker type")
+    p.set_defaults(func=_cmd_cluster_check)
+
+    p = sub.add_parser("server", help="start the MLflow tracking server (127.0.0.1:5000 unless told otherwise)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind: 127.0.0.1 (default) or a private IP")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--backend-store-uri", help="default: $MLFLOW_BACKEND_STORE_URI or sqlite:///runs/mlflow.db")
+    p.add_argument("--artifacts-destination", help="default: runs/mlartifacts (s3://…, gs://… on clusters)")
+    p.add_argument("--workers", type=int, default=2, help="server worker processes")
+    p.add_argument("--auth", action="store_true", help="MLflow basic auth (users and passwords)")
+    p.add_argument("--public", action="store_true", help="allow binding 0.0.0.0 (no TLS: put a proxy in front)")
+    p.set_defaults(func=_cmd_server)
 
     p = sub.add_parser("demo", help="run the demo sweep locally on built-in data (a few minutes on 2 cores)")
     p.add_argument("--out", default="runs/demo", help="output folder (MLflow SQLite store, Ray results, data)")

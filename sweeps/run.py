@@ -21,7 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
-    cmd = ["sweep", args.spec, "--address", args.address]
+    spec = Path(args.spec)
+    if not spec.is_absolute() and not spec.exists():  # `ray submit` runs this from the home directory
+        import sweeps
+
+        in_checkout = Path(sweeps.__file__).resolve().parents[1] / spec
+        spec = in_checkout if in_checkout.exists() else spec
+    cmd = ["sweep", str(spec), "--address", args.address]
     cmd += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
     cmd += ["--resume"] * args.resume + ["--dry-run"] * args.dry_run
     return matscale(cmd)

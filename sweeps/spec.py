@@ -189,13 +189,18 @@ def _number_list(values: Any, path: str, key: str, *, kind=float, positive=True)
     return out
 
 
-def _expand(obj: Any) -> Any:
+def _expand(obj: Any, path: str | Path | None = None, key: str = "") -> Any:
+    """``${VAR}`` from the environment; a variable that is not set is an error (not a literal path)."""
     if isinstance(obj, str):
-        return os.path.expandvars(obj)
+        out = os.path.expandvars(obj)
+        left = re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", out)
+        if left:
+            raise InputError(f"environment variable {left.group(1)} is not set", **_where(path, key or None))
+        return out
     if isinstance(obj, list):
-        return [_expand(x) for x in obj]
+        return [_expand(x, path, key) for x in obj]
     if isinstance(obj, dict):
-        return {k: _expand(v) for k, v in obj.items()}
+        return {k: _expand(v, path, f"{key}.{k}" if key else str(k)) for k, v in obj.items()}
     return obj
 
 
@@ -254,7 +259,7 @@ def load_spec(path: str | Path, overrides: dict | None = None) -> Spec:
         raise InputError("no such spec file", file=path) from None
     except yaml.YAMLError as exc:
         raise InputError(f"invalid YAML ({' '.join(str(exc).split())})", file=path) from None
-    raw = _expand(_check_keys(raw, TOP_KEYS, path, ""))
+    raw = _expand(_check_keys(raw, TOP_KEYS, path, ""), path)
     raw.update(overrides or {})
     return validate(raw, path)
 
