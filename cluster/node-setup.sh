@@ -4,12 +4,13 @@
 # ~/.bashrc (Ray runs its commands in a login shell, so `ray start`, `ray submit` and every trial see it).
 #
 #   bash ~/matscale/cluster/node-setup.sh --tracking-uri http://HEAD_IP:5000 --shared /mnt/shared \
-#        [--storage s3://BUCKET/ray] [--nfs SERVER:/EXPORT] [--pip "psycopg2-binary boto3"]
+#        [--storage s3://BUCKET/ray] [--nfs SERVER:/EXPORT] [--pip "boto3"]
 #
 # HEAD_IP is replaced by the head's private address ($RAY_HEAD_IP on workers, this node's own on the head).
 # --storage defaults to SHARED/matscale/ray. Token authentication is always on (RAY_AUTH_MODE=token); the
 # token itself arrives through file_mounts (~/.ray/auth_token), never through this repository.
 set -euo pipefail
+sudo=$([ "$(id -u)" = 0 ] || echo sudo)  # root (containers, lab machines) has no sudo
 tracking="" storage="" shared="" nfs="" pip_extra=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -29,11 +30,11 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 python3 -m pip install -q -e "$repo" $pip_extra
 
 if [ -n "$nfs" ] && ! mountpoint -q "$shared"; then
-  command -v mount.nfs4 >/dev/null || { sudo apt-get update -q && sudo apt-get install -y -q nfs-common; }
-  sudo mkdir -p "$shared"
-  sudo mount -t nfs4 -o nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2 "$nfs" "$shared"
+  command -v mount.nfs4 >/dev/null || { $sudo apt-get update -q && $sudo apt-get install -y -q nfs-common; }
+  $sudo mkdir -p "$shared"
+  $sudo mount -t nfs4 -o nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2 "$nfs" "$shared"
 fi
-sudo mkdir -p "$shared/matscale" && sudo chown "$(id -u):$(id -g)" "$shared/matscale"
+$sudo mkdir -p "$shared/matscale" && $sudo chown "$(id -u):$(id -g)" "$shared/matscale"
 
 mkdir -p ~/.matscale && chmod 700 ~/.matscale
 tmp=$(mktemp ~/.matscale/env.XXXXXX)

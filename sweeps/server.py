@@ -49,6 +49,8 @@ def server_command(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, backend_s
         cmd += ["--backend-store-uri", backend_store_uri]
     elif not os.environ.get("MLFLOW_BACKEND_STORE_URI"):
         cmd += ["--backend-store-uri", backend]
+    if addr is None or not addr.is_loopback:  # MLflow's Host-header check knows only private ranges by default
+        cmd += ["--allowed-hosts", f"{host},{host}:{port},localhost,localhost:*,127.0.0.1,127.0.0.1:*"]
     if auth:
         cmd += ["--app-name", "basic-auth"]
     return cmd

@@ -11,6 +11,8 @@
 #   ssh -L 5000:HEAD_PRIVATE_IP:5000 USER@HEAD_PUBLIC_IP
 # Idempotent: does nothing when the server already answers.
 set -euo pipefail
+sudo=$([ "$(id -u)" = 0 ] || echo sudo)  # root (containers, lab machines) has no sudo
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
 artifacts="" port=5000 auth=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,18 +30,18 @@ if [ -f ~/.matscale/mlflow-db ]; then
   MATSCALE_MLFLOW_DB=$(cat ~/.matscale/mlflow-db)
 fi
 if [ -z "${MATSCALE_MLFLOW_DB:-}" ]; then  # PostgreSQL on the head, reachable on its loopback only
-  command -v psql >/dev/null || { sudo apt-get update -q && sudo apt-get install -y -q postgresql; }
-  sudo systemctl enable --now postgresql
+  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { $sudo apt-get update -q && $sudo apt-get install -y -q postgresql; }
+  $sudo systemctl enable --now postgresql 2>/dev/null || $sudo service postgresql start
   pw=~/.matscale/pg-password
   [ -s "$pw" ] || (umask 077; openssl rand -hex 24 > "$pw")
-  sudo -u postgres psql -tAc "SELECT 1 FROM pg_roles WHERE rolname='mlflow'" | grep -q 1 \
-    || sudo -u postgres psql -q -c "CREATE ROLE mlflow LOGIN PASSWORD '$(cat "$pw")'"
-  sudo -u postgres psql -tAc "SELECT 1 FROM pg_database WHERE datname='mlflow'" | grep -q 1 \
-    || sudo -u postgres createdb -O mlflow mlflow
+  as_postgres psql -tAc "SELECT 1 FROM pg_roles WHERE rolname='mlflow'" | grep -q 1 \
+    || as_postgres psql -q -c "CREATE ROLE mlflow LOGIN PASSWORD '$(cat "$pw")'"
+  as_postgres psql -tAc "SELECT 1 FROM pg_database WHERE datname='mlflow'" | grep -q 1 \
+    || as_postgres createdb -O mlflow mlflow
   MATSCALE_MLFLOW_DB="postgresql://mlflow:$(cat "$pw")@127.0.0.1:5432/mlflow"
 fi
 export MLFLOW_BACKEND_STORE_URI=$MATSCALE_MLFLOW_DB  # read by mlflow from the environment: not in `ps`
-python3 -m pip install -q psycopg2-binary
+python3 -m pip install -q "psycopg[binary]"
 nohup matscale server --host "$host" --port "$port" \
   --artifacts-destination "${artifacts:-$MATSCALE_SHARED/matscale/mlartifacts}" $auth \
   > ~/.matscale/mlflow.log 2>&1 &
