@@ -254,3 +254,11 @@ def test_multi_node_run_with_token_auth_and_ray_job_submit(tmp_path):
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
         _stop(server)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_run_script_finds_a_relative_spec_in_the_checkout(tmp_path):
+    """`ray submit CLUSTER.yaml sweeps/run.py -- --spec sweeps/specs/X.yaml` runs the script from the home directory."""
+    out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "run.py"), "--spec", "sweeps/specs/demo.yaml",
+                          "--dry-run", "--address", "local"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "total cost" in out.stdout
