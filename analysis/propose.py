@@ -176,6 +176,8 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
         gap = max(min_gap, (hi_b - lo_b) / (4 * k))
         points, reason = _spread(grid, np.nan_to_num(d), taken, k, gap, min_gap), "laws disagree"
     xs = [float(np.round(10**p)) if integer else float(10**p) for p in points]
+    if integer:  # rounding may land on a measured value or merge two proposals
+        xs = sorted(set(xs) - set(np.round(curve.x).tolist()))
     prop = Proposal(points=xs, reason=reason, law=broken.law.name, break_x=broken.params["x_c"], break_ci=ci,
                     half_width=half, aicc=aicc)
     if predict and xs:  # an independent simulation, so the printed prediction is not the design score

@@ -95,10 +95,14 @@ def refine_experiment(experiment: str, tracking_uri: str, *, axis: str = "data",
             proposals.append({"group": name, **prop.as_dict()})
             out(f"round {done + 1} {name}: break {prop.break_x:.4g} (95% CI {prop.break_ci[0]:.4g} – "
                 f"{prop.break_ci[1]:.4g}, ±{prop.half_width:.3f} decades; {prop.reason}) → new x "
-                f"{[int(p) for p in prop.points]}, predicted ±{prop.predicted_half_width:.3f} decades")
+                f"{[int(p) for p in prop.points]}" + (f", predicted ±{prop.predicted_half_width:.3f} decades"
+                                                      if prop.predicted_half_width is not None else ""))
             if prop.half_width <= until_ci:
                 continue
             converged = False
+            if not prop.points:  # every candidate value is already measured (integer data sizes run out)
+                out(f"round {done + 1} {name}: no unmeasured axis value is left to propose")
+                continue
             if axis == "data":
                 block = {"n_train": [int(p) for p in prop.points], "n_params": [fixed["n_params"]], "seeds": seed_list}
             else:
@@ -107,6 +111,8 @@ def refine_experiment(experiment: str, tracking_uri: str, *, axis: str = "data",
         if converged:
             out(f"every break is within ±{until_ci} decades; done")
             return {"rounds": history, "status": "converged", "proposals": proposals}
+        if not blocks:
+            return {"rounds": history, "status": "exhausted", "proposals": proposals}
         cost = sum(len(b["n_train"]) * len(b["n_params"]) * len(b["seeds"]) for bs in blocks.values() for b in bs) \
             * spec.hpo["trials_per_point"]
         if budget is not None and spent + cost > budget:

@@ -84,3 +84,12 @@ def test_refine_round_on_a_tiny_sweep_adds_refine_runs_and_never_repeats(tmp_pat
         assert len(load_runs(spec.tracking_uri, spec.experiment)[0]) == len(df)
     finally:
         ray.shutdown()
+
+
+def test_integer_proposals_never_repeat_a_measured_value():
+    rng = np.random.default_rng(5)
+    x = np.arange(100, 131).astype(float)  # every integer up to 130 is measured
+    curve = simulate("broken", {"x_c": 115.0, "alpha1": 0.1, "alpha2": 0.6}, x, rng, noise=0.01)
+    p = propose(curve, 4, (100, 134), n_boot=100, predict=False)
+    assert len(set(p.points)) == len(p.points) and not set(p.points) & set(x.tolist())
+    assert set(p.points) <= {131.0, 132.0, 133.0, 134.0}
