@@ -162,6 +162,19 @@ def ratio(rows, key):
             sum(r[key] for r in both) / max(sum(r["adaptive"] for r in both), 1) if both else None)
 
 
+def _hard_cases(sub: list[dict]) -> dict:
+    """Over the simulations whose start did not reach the target: median trials with "never" as infinity, and
+    how often adaptive needed fewer / more trials than each uniform baseline."""
+    hard = [r for r in sub if not (r["adaptive"] and r["adaptive"] <= START * SEEDS)]
+    t = {k: [r[k] or np.inf for r in hard] for k in ("adaptive", "uniform", "nested")}
+    med = {k: float(np.median(v)) if v else None for k, v in t.items()}
+    out = {"hard_median_trials": {k: (None if v is None or np.isinf(v) else v) for k, v in med.items()}}
+    for k in ("uniform", "nested"):
+        out[f"hard_adaptive_fewer_than_{k}"] = int(sum(a < b for a, b in zip(t["adaptive"], t[k])))
+        out[f"hard_adaptive_more_than_{k}"] = int(sum(a > b for a, b in zip(t["adaptive"], t[k])))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sims", type=int, default=30, help="simulations per form")
@@ -196,6 +209,7 @@ def main() -> None:
                               for k in ("adaptive", "uniform", "nested")},
             "median_ratio_uniform": med_u, "total_ratio_uniform": tot_u,
             "median_ratio_nested": med_n, "total_ratio_nested": tot_n,
+            **_hard_cases(sub),
             "median_bound": float(np.median([r["bound"] for r in sub])),
             "coverage_95": float(np.mean([r["inside"] for r in done])) if done else None}
         s = summary["forms"][form]
@@ -204,6 +218,9 @@ def main() -> None:
               f"{s['nested_converged']}; median trials {s['median_trials']}; uniform/adaptive median "
               f"{fmt(med_u)} (total {fmt(tot_u)}), nested/adaptive {fmt(med_n)} (total {fmt(tot_n)}); c-optimal "
               f"bound {s['median_bound']:.2f}; truth inside the 95% CI {fmt(s['coverage_95'])}")
+        print(f"  where the start did not suffice: adaptive needed fewer trials than uniform in "
+              f"{s['hard_adaptive_fewer_than_uniform']} and more in {s['hard_adaptive_more_than_uniform']} simulations; "
+              f"fewer than nested in {s['hard_adaptive_fewer_than_nested']}, more in {s['hard_adaptive_more_than_nested']}")
     print(json.dumps(summary))
 
 
