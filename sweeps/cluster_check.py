@@ -46,6 +46,9 @@ def check_file(path: str | Path, spec=None) -> list[str]:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except FileNotFoundError:
         raise InputError("no such file", file=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read it ({type(exc).__name__}: {exc.strerror or exc})"
+                         if isinstance(exc, OSError) else "not a text file", file=path) from None
     except yaml.YAMLError as exc:
         raise InputError(f"not valid YAML ({' '.join(str(exc).split())[:200]})", file=path) from None
     if not docs or not all(isinstance(d, dict) for d in docs):
@@ -84,7 +87,8 @@ def _check_launcher(path: Path, raw: dict, spec) -> list[str]:
     for t in types.values():
         commands += [c for key in COMMAND_KEYS for c in t.get(key, []) or []]
     settings = _settings(commands)
-    _check_exposure(path, config, commands)
+    own = {c for key in COMMAND_KEYS for c in raw.get(key, []) or []}
+    _check_exposure(path, config, commands, own)
     if multi:
         _check_multi_node(path, settings, auth=any("RAY_AUTH_MODE=token" in c or "node-setup.sh" in c
                                                    for c in commands))
@@ -147,7 +151,7 @@ def _check_multi_node(path: Path, settings: dict, auth: bool) -> None:
                          f"under the shared mount {shared}", file=path, field="MATSCALE_STORAGE")
 
 
-def _check_exposure(path: Path, config: dict, commands: list[str]) -> None:
+def _check_exposure(path: Path, config: dict, commands: list[str], own: set[str]) -> None:
     for rule in (config["provider"].get("security_group") or {}).get("IpPermissions", []) or []:
         for r in rule.get("IpRanges", []) + rule.get("Ipv6Ranges", []):
             if r.get("CidrIp") == "0.0.0.0/0" or r.get("CidrIpv6") == "::/0":
@@ -155,6 +159,10 @@ def _check_exposure(path: Path, config: dict, commands: list[str]) -> None:
                                  "tunnel instead", file=path, field="provider.security_group.IpPermissions")
     for cmd in commands:
         if re.search(r"--(dashboard-host|host)[= ]+(0\.0\.0\.0|::)(\s|$)", cmd):
+            if cmd not in own and any(cmd in (config.get(k) or []) for k in COMMAND_KEYS):
+                raise InputError("Ray's default start commands for this provider bind the dashboard to 0.0.0.0: set "
+                                 "head_start_ray_commands with --dashboard-host=127.0.0.1 (see cluster/aws-gpu.yaml)",
+                                 file=path, field="head_start_ray_commands")
             raise InputError(f"binds a server to every interface ({cmd.strip()[:80]}…); bind 127.0.0.1 or the "
                              "node's private address", file=path, field="commands")
 

@@ -262,3 +262,11 @@ def test_run_script_finds_a_relative_spec_in_the_checkout(tmp_path):
                           "--dry-run", "--address", "local"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "total cost" in out.stdout
+
+
+def test_rays_default_start_commands_are_caught_binding_the_dashboard_publicly(tmp_path, capsys):
+    config = _aws()
+    del config["head_start_ray_commands"]  # Ray's AWS defaults start the dashboard with --dashboard-host=0.0.0.0
+    assert "Ray's default start commands" in _rejected(tmp_path, config, capsys)
+    assert matscale(["cluster", "check", str(tmp_path)]) == 2  # a folder, not a file: one line, no traceback
+    assert "cannot read it" in capsys.readouterr().err
