@@ -35,7 +35,9 @@ if [ -z "${MATSCALE_MLFLOW_DB:-}" ]; then  # PostgreSQL on the head, reachable o
   pw=~/.matscale/pg-password
   [ -s "$pw" ] || (umask 077; openssl rand -hex 24 > "$pw")
   as_postgres psql -tAc "SELECT 1 FROM pg_roles WHERE rolname='mlflow'" | grep -q 1 \
-    || as_postgres psql -q -c "CREATE ROLE mlflow LOGIN PASSWORD '$(cat "$pw")'"
+    || as_postgres psql -q -c "CREATE ROLE mlflow LOGIN"
+  # the file is the truth, even for a role left by an earlier head; through stdin, so not in `ps`
+  as_postgres psql -q -f - <<< "ALTER ROLE mlflow PASSWORD '$(cat "$pw")'"
   as_postgres psql -tAc "SELECT 1 FROM pg_database WHERE datname='mlflow'" | grep -q 1 \
     || as_postgres createdb -O mlflow mlflow
   MATSCALE_MLFLOW_DB="postgresql://mlflow:$(cat "$pw")@127.0.0.1:5432/mlflow"
