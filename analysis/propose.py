@@ -185,12 +185,8 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
     return prop
 
 
-def predicted_half_width(curve: Curve, fit, new_x: list[float], n_boot: int = 200, seed: int = 0,
-                         repeats: int = 1) -> float:
-    """CI half-width (decades) of the break after adding ``new_x``, simulated from the current fit (the mean
-    over ``repeats`` simulated futures)."""
-    if repeats > 1:
-        return float(np.mean([predicted_half_width(curve, fit, new_x, n_boot, seed + 97 * i) for i in range(repeats)]))
+def predicted_half_width(curve: Curve, fit, new_x: list[float], n_boot: int = 200, seed: int = 0) -> float:
+    """CI half-width (decades) of the break after adding ``new_x``, simulated once from the current fit."""
     rng = np.random.default_rng(seed + 1)
     rel = np.nanmedian(curve.std / curve.y) if np.isfinite(curve.std).any() else 0.01
     seeds = max(len(r) for r in curve.reps)

@@ -17,7 +17,8 @@ Methods, each stopped by the same rule (the 95 % bootstrap CI half-width of log1
 * *uniform (nested)*: what a user densifying a grid does: 7 → 13 → 25 → 49 points, each grid
   keeping the previous measurements, stopped at the first grid that reaches the target.
 
-Ratios are reported over the simulations whose 7-point start did not already reach the target.
+Comparisons (median trials with "never" as infinity, wins and losses) are over the simulations whose 7-point
+start did not already reach the target.
 
 Also printed per simulation: the asymptotic bound — the variance of log10 x_c per trial of a uniform grid
 over that of the locally c-optimal design at the true curve, which no design (adaptive or not) can beat.
@@ -156,19 +157,14 @@ def one(args):
             "nested": uniform_nested(Sim(sim_no, form, noise), target, n_boot, sim_no), "bound": bound(sim)}
 
 
-def ratio(rows, key):
-    both = [r for r in rows if r["adaptive"] and r[key] and r["adaptive"] > START * SEEDS]
-    return (float(np.median([r[key] / r["adaptive"] for r in both])) if both else None,
-            sum(r[key] for r in both) / max(sum(r["adaptive"] for r in both), 1) if both else None)
-
-
 def _hard_cases(sub: list[dict]) -> dict:
     """Over the simulations whose start did not reach the target: median trials with "never" as infinity, and
     how often adaptive needed fewer / more trials than each uniform baseline."""
     hard = [r for r in sub if not (r["adaptive"] and r["adaptive"] <= START * SEEDS)]
     t = {k: [r[k] or np.inf for r in hard] for k in ("adaptive", "uniform", "nested")}
     med = {k: float(np.median(v)) if v else None for k, v in t.items()}
-    out = {"hard_median_trials": {k: (None if v is None or np.isinf(v) else v) for k, v in med.items()}}
+    out = {"needed_refinement": len(hard),
+           "hard_median_trials": {k: (None if v is None or np.isinf(v) else v) for k, v in med.items()}}
     for k in ("uniform", "nested"):
         out[f"hard_adaptive_fewer_than_{k}"] = int(sum(a < b for a, b in zip(t["adaptive"], t[k])))
         out[f"hard_adaptive_more_than_{k}"] = int(sum(a > b for a, b in zip(t["adaptive"], t[k])))
@@ -198,26 +194,18 @@ def main() -> None:
     for form in args.forms.split(","):
         sub = [r for r in rows if r["form"] == form]
         done = [r for r in sub if r["adaptive"]]
-        med_u, tot_u = ratio(sub, "uniform")
-        med_n, tot_n = ratio(sub, "nested")
-        summary["forms"][form] = {
+        summary["forms"][form] = s = {
             "sims": len(sub), "adaptive_converged": len(done),
-            "needed_refinement": sum(not (r["adaptive"] and r["adaptive"] <= START * SEEDS) for r in sub),
             "uniform_converged": sum(bool(r["uniform"]) for r in sub),
             "nested_converged": sum(bool(r["nested"]) for r in sub),
-            "median_trials": {k: float(np.median([r[k] for r in sub if r[k]])) if any(r[k] for r in sub) else None
-                              for k in ("adaptive", "uniform", "nested")},
-            "median_ratio_uniform": med_u, "total_ratio_uniform": tot_u,
-            "median_ratio_nested": med_n, "total_ratio_nested": tot_n,
             **_hard_cases(sub),
             "median_bound": float(np.median([r["bound"] for r in sub])),
             "coverage_95": float(np.mean([r["inside"] for r in done])) if done else None}
-        s = summary["forms"][form]
-        fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
-        print(f"{form}: {s['needed_refinement']}/{len(sub)} needed more than the start; adaptive converged {len(done)}/{len(sub)}, uniform {s['uniform_converged']}, nested "
-              f"{s['nested_converged']}; median trials {s['median_trials']}; uniform/adaptive median "
-              f"{fmt(med_u)} (total {fmt(tot_u)}), nested/adaptive {fmt(med_n)} (total {fmt(tot_n)}); c-optimal "
-              f"bound {s['median_bound']:.2f}; truth inside the 95% CI {fmt(s['coverage_95'])}")
+        cover = "n/a" if s["coverage_95"] is None else f"{100 * s['coverage_95']:.0f}%"
+        print(f"{form}: {s['needed_refinement']}/{len(sub)} needed more than the start; converged: adaptive "
+              f"{len(done)}, uniform {s['uniform_converged']}, nested {s['nested_converged']}; median trials where "
+              f"the start did not suffice {s['hard_median_trials']}; c-optimal bound {s['median_bound']:.2f}; "
+              f"truth inside the 95% CI {cover}")
         print(f"  where the start did not suffice: adaptive needed fewer trials than uniform in "
               f"{s['hard_adaptive_fewer_than_uniform']} and more in {s['hard_adaptive_more_than_uniform']} simulations; "
               f"fewer than nested in {s['hard_adaptive_fewer_than_nested']}, more in {s['hard_adaptive_more_than_nested']}")

@@ -24,6 +24,8 @@ The tracking URI and storage are read where matscale's configs set them: the arg
 from __future__ import annotations
 
 import copy
+import logging
+import os
 import re
 import shlex
 from pathlib import Path
@@ -63,8 +65,6 @@ def check_file(path: str | Path, spec=None) -> list[str]:
 # --------------------------------------------------------------------------------------------- launcher YAMLs
 
 def _check_launcher(path: Path, raw: dict, spec) -> list[str]:
-    import logging
-
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     logging.getLogger("ray.autoscaler._private.util").setLevel(logging.WARNING)  # "setting max workers …"
@@ -242,26 +242,20 @@ def _check_kuberay(path: Path, docs: list[dict], spec) -> list[str]:
 
 def check_files(paths: list[str], spec_path: str | None = None) -> list[tuple[str, list[str]]]:
     """Check every file; the first bad one raises."""
-    spec = None
-    if spec_path:
-        from sweeps.spec import load_spec
-
-        spec = _load_spec_for_check(load_spec, spec_path)
+    spec = _load_spec_for_check(spec_path) if spec_path else None
     return [(p, check_file(p, spec)) for p in paths]
 
 
-def _load_spec_for_check(load_spec, spec_path: str) -> Any:
+def _load_spec_for_check(spec_path: str) -> Any:
     """Load a spec whose ``${VAR}``s are set only on the cluster (placeholders stand in for them here)."""
-    import os
+    from sweeps.spec import load_spec
 
     text = Path(spec_path).read_text() if Path(spec_path).exists() else ""
     missing = {m for m in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text) if m not in os.environ}
-    saved = {k: os.environ.get(k) for k in missing}
     try:
         for k in missing:
             os.environ[k] = "http://cluster-placeholder:5000" if "URI" in k else f"/cluster-placeholder/{k}"
         return load_spec(spec_path)
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
+        for k in missing:
+            os.environ.pop(k, None)

@@ -38,16 +38,15 @@ def server_command(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, backend_s
                          "bind a private address (the node's internal IP) or add --public", field="host")
     if not 0 < port < 65536:
         raise InputError(f"port must be 1–65535, got {port}", field="port")
-    backend = backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI") or "sqlite:///runs/mlflow.db"
-    if backend.startswith("sqlite:///") and not backend.startswith("sqlite:////"):
+    from_env = not backend_store_uri and os.environ.get("MLFLOW_BACKEND_STORE_URI")
+    backend = backend_store_uri or from_env or "sqlite:///runs/mlflow.db"
+    if backend.startswith("sqlite:///"):
         Path(backend[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     artifacts = artifacts_destination or "runs/mlartifacts"
     exe = shutil.which("mlflow", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     cmd = [exe or "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
            "--serve-artifacts", "--artifacts-destination", artifacts]
-    if backend_store_uri:  # otherwise mlflow reads $MLFLOW_BACKEND_STORE_URI itself (kept out of the process list)
-        cmd += ["--backend-store-uri", backend_store_uri]
-    elif not os.environ.get("MLFLOW_BACKEND_STORE_URI"):
+    if not from_env:  # from the environment mlflow reads it itself, keeping a password out of the process list
         cmd += ["--backend-store-uri", backend]
     if addr is None or not addr.is_loopback:  # MLflow's Host-header check knows only private ranges by default
         cmd += ["--allowed-hosts", f"{host},{host}:{port},localhost,localhost:*,127.0.0.1,127.0.0.1:*"]

@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +19,7 @@ import yaml
 from gnn.cli import main as matscale
 from sweeps.cluster_check import check_file
 from sweeps.server import server_command
+from waiting import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "cluster").glob("*.yaml")) + sorted((ROOT / "cluster" / "kuberay").glob("*.yaml"))
@@ -136,12 +136,6 @@ def test_server_refuses_every_interface_unless_told():
     assert server_command()[server_command().index("--host") + 1] == "127.0.0.1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _non_loopback_address() -> str | None:
     """An address of this machine other than loopback (the one its default route uses), if it has one."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -151,18 +145,6 @@ def _non_loopback_address() -> str | None:
         except OSError:
             return None
     return None if addr.startswith("127.") else addr
-
-
-def _wait_for(fn, timeout: float, what: str):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if fn():
-                return
-        except (OSError, urllib.error.URLError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _answers(url: str) -> bool:
@@ -194,11 +176,10 @@ def test_default_server_is_not_reachable_on_a_non_loopback_address(tmp_path):
     addr = _non_loopback_address()
     if addr is None:
         pytest.skip("this machine has no non-loopback IPv4 address to probe")
-    port = _free_port()
+    port = free_port()
     server = _start_server(tmp_path, port)
     try:
-        _wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read() == b"OK", 90,
-                  "the MLflow server on 127.0.0.1")
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read() == b"OK", 90)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((addr, port), timeout=5).close()
     finally:
@@ -214,7 +195,7 @@ def test_multi_node_run_with_token_auth_and_ray_job_submit(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
            "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
-    gcs, dash, mport = 26000 + secrets.randbelow(2000), 28000 + secrets.randbelow(2000), _free_port()
+    gcs, dash, mport = 26000 + secrets.randbelow(2000), 28000 + secrets.randbelow(2000), free_port()
     ray = str(BIN / "ray")
     temp = Path("/tmp") / f"matscale-ray-{secrets.token_hex(3)}"  # short: Ray's socket paths have a length limit
     server = _start_server(tmp_path, mport)
@@ -225,8 +206,7 @@ def test_multi_node_run_with_token_auth_and_ray_job_submit(tmp_path):
                        capture_output=True, timeout=180)
         subprocess.run([ray, "start", "--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.1",
                         "--num-cpus", "1"], env=env, check=True, capture_output=True, timeout=180)
-        _wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{mport}/health", timeout=2).read() == b"OK", 90,
-                  "the MLflow server")
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{mport}/health", timeout=2).read() == b"OK", 90)
         uri = f"http://127.0.0.1:{mport}"
         spec = tmp_path / "spec.yaml"
         spec.write_text(yaml.safe_dump({
@@ -236,7 +216,7 @@ def test_multi_node_run_with_token_auth_and_ray_job_submit(tmp_path):
             "budget": {"epochs": 3, "patience": 5}, "hpo": {"trials_per_point": 1, "space": {"lr": 2.0e-3}},
             "system_metrics": False, "tracking_uri": uri, "storage_path": str(tmp_path / "ray")}))
         address = f"http://127.0.0.1:{dash}"
-        _wait_for(lambda: _answers(f"{address}/api/version"), 60, "the dashboard")
+        wait_for(lambda: _answers(f"{address}/api/version"), 60)
         bad = subprocess.run([ray, "job", "submit", "--address", address, "--", "echo", "hi"],
                              env={**env, "RAY_AUTH_TOKEN": "0" * 32}, capture_output=True, text=True, timeout=120)
         assert bad.returncode != 0 and "token" in (bad.stdout + bad.stderr).lower()

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from gnn.errors import InputError
 from sweeps import tracking
 from sweeps.driver import run_sweep
 from sweeps.spec import load_spec
+from waiting import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -158,7 +157,7 @@ def test_diverging_trials_end_failed_with_a_reason_and_the_sweep_goes_on(tmp_pat
 
 
 def test_sweep_against_a_real_mlflow_server(tmp_path, data_dir, local_ray):
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
          f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
@@ -166,7 +165,7 @@ def test_sweep_against_a_real_mlflow_server(tmp_path, data_dir, local_ray):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         uri = f"http://127.0.0.1:{port}"
-        _wait_for(lambda: urllib.request.urlopen(uri + "/health", timeout=2).read(), 90)
+        wait_for(lambda: urllib.request.urlopen(uri + "/health", timeout=2).read(), 90)
         spec = load_spec(write_spec(tmp_path, data_dir, tracking_uri=uri,
                                     axes={"n_train": [100], "n_params": [1e4], "seeds": [0]}))
         summary = run_sweep(spec, progress=False)
@@ -226,7 +225,7 @@ def test_worker_node_killed_mid_sweep_every_point_finishes_once(tmp_path, data_d
                     return r.info.run_id
             return False
 
-        victim = _wait_for(training_on_worker, 180)
+        victim = wait_for(training_on_worker, 180)
         cluster.remove_node(worker, allow_graceful=False)
         thread.join(600)
         assert not thread.is_alive()
@@ -257,7 +256,7 @@ def test_driver_killed_then_resume_runs_only_the_missing_points(tmp_path, data_d
         return exp is not None and len(tracking.trial_runs(c, exp.experiment_id, spec.hash, "FINISHED")) >= 1
 
     try:
-        _wait_for(some_finished, 240)
+        wait_for(some_finished, 240)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         driver.wait(30)
@@ -278,25 +277,6 @@ def test_driver_killed_then_resume_runs_only_the_missing_points(tmp_path, data_d
         assert len(c.get_metric_history(run_id, "epoch/val_loss")) == 6
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(predicate, timeout: float):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"condition not met within {timeout} s")
-
-
 def test_ctrl_c_marks_running_trials_killed(tmp_path, data_dir):
     spec_path = write_spec(tmp_path, data_dir, budget={"epochs": 40, "patience": 50},
                            dataset={"synthetic": {"n": 1500, "points": 21, "seed": 0}, "data_dir": str(data_dir)})
@@ -311,7 +291,7 @@ def test_ctrl_c_marks_running_trials_killed(tmp_path, data_dir):
                                        for r in tracking.trial_runs(c, exp.experiment_id, spec.hash, "RUNNING"))
 
     try:
-        _wait_for(training, 240)
+        wait_for(training, 240)
         os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         out, _ = driver.communicate(timeout=120)
     finally:
