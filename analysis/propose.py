@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.fit import Curve, batch_natural, bootstrap, fit_law, make_curve, percentile_ci
+from analysis.fit import Curve, aicc, batch_natural, bootstrap, fit_law, make_curve, percentile_ci, resample_many
 from analysis.laws import make_law
 from gnn.errors import InputError
 
@@ -56,21 +56,38 @@ def _fits(curve: Curve, names) -> dict:
     return out
 
 
-def break_interval(curve: Curve, n_boot: int = 400, seed: int = 0, level: float = 0.95, best=None):
-    """(best broken fit, log10 x_c bootstrap samples, CI in x, half-width in decades); ``best`` skips the fits."""
-    return _break_bootstrap(curve, n_boot, seed, level, best)[:4]
+def break_interval(curve: Curve, n_boot: int = 400, seed: int = 0, level: float = 0.95):
+    """(best broken fit, log10 x_c bootstrap samples, CI in x, half-width in decades)."""
+    return _break_bootstrap(curve, n_boot, seed, level)[:4]
 
 
-def _break_bootstrap(curve: Curve, n_boot: int, seed: int, level: float = 0.95, best=None):
-    if best is None:
-        fits = _fits(curve, BROKEN)
-        if not fits:
-            raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
-        best = min(fits.values(), key=lambda f: f.aicc)
-    draws = bootstrap(best, curve, n_boot=n_boot, seed=seed)
-    samples = np.log10(draws[:, best.law.names.index("x_c")])
-    lo, hi = percentile_ci(samples, level)
-    return best, samples, (10**lo, 10**hi), (hi - lo) / 2, draws[np.isfinite(draws).all(axis=1)]
+def _break_bootstrap(curve: Curve, n_boot: int, seed: int, level: float = 0.95, fits: dict | None = None):
+    """Bootstrap of log10 x_c that includes the choice between the broken laws (Buckland et al. 1997).
+
+    Every fitted broken law is refitted on the same resamples and each resample keeps the x_c of its own AICc
+    winner, so a CI cannot be narrow only because a small sample made AICc prefer the amplitude-tied law.
+    """
+    fits = {n: f for n, f in (_fits(curve, BROKEN) if fits is None else fits).items() if n in BROKEN}
+    if not fits:
+        raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
+    best = min(fits.values(), key=lambda f: f.aicc)
+    _, y, _ = resample_many(curve, np.random.default_rng(seed), n_boot)  # the resamples bootstrap() draws
+    samples, scores, best_draws = [], [], None
+    for fit in fits.values():
+        draws = bootstrap(fit, curve, n_boot=n_boot, seed=seed)
+        if fit is best:
+            best_draws = draws
+        with np.errstate(all="ignore"):
+            pred = fit.law.predict(curve.x[None, :], batch_natural(fit.law, _fitted(fit.law, draws)))
+            rss = np.sum((pred - y) ** 2, axis=1)
+        scores.append(np.array([aicc(r, curve.n, fit.law.k) if np.isfinite(r) else np.inf for r in rss]))
+        samples.append(np.log10(draws[:, fit.law.names.index("x_c")]))
+    scores, samples = np.stack(scores), np.stack(samples)
+    pick = np.argmin(np.where(np.isfinite(scores), scores, np.inf), axis=0)
+    chosen = samples[pick, np.arange(n_boot)]
+    chosen = np.where(np.isfinite(scores[pick, np.arange(n_boot)]), chosen, np.nan)
+    lo, hi = percentile_ci(chosen, level)
+    return best, chosen, (10**lo, 10**hi), (hi - lo) / 2, best_draws[np.isfinite(best_draws).all(axis=1)]
 
 
 def _optimal_design(fit, curve: Curve, draws: np.ndarray, k: int, grid: np.ndarray, taken: np.ndarray,
@@ -162,9 +179,8 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
     unbroken = min((fits[n] for n in UNBROKEN if n in fits), key=lambda f: f.aicc, default=None)
     if broken is None:
         raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
-    aicc = {n: f.aicc for n, f in fits.items()}
     clear = unbroken is None or broken.aicc < unbroken.aicc - ambiguity
-    _, _, ci, half, draws = _break_bootstrap(curve, n_boot, seed, best=broken)
+    _, _, ci, half, draws = _break_bootstrap(curve, n_boot, seed, fits=fits)
     grid = np.linspace(lo_b, hi_b, 600)
     if clear:  # sequential c-optimal design for log10 x_c, averaged over the bootstrap's parameter draws
         seeds = max(len(r) for r in curve.reps)
@@ -179,7 +195,7 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
     if integer:  # rounding may land on a measured value or merge two proposals
         xs = sorted(set(xs) - set(np.round(curve.x).tolist()))
     prop = Proposal(points=xs, reason=reason, law=broken.law.name, break_x=broken.params["x_c"], break_ci=ci,
-                    half_width=half, aicc=aicc)
+                    half_width=half, aicc={n: f.aicc for n, f in fits.items()})
     if predict and xs:  # an independent simulation, so the printed prediction is not the design score
         prop.predicted_half_width = predicted_half_width(curve, broken, xs, n_boot=max(100, n_boot // 2), seed=seed)
     return prop
