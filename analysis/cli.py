@@ -75,7 +75,7 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
                        n_boot: int = 1000, seed: int = 0, target: float | None = None, sweep: str | None = None,
                        stage: str | None = None, log: bool = True, verbose: bool = True) -> dict:
     """Load, aggregate, fit every group, write plots/report/fits.json and log an ``analysis`` run."""
-    from analysis.runs import aggregate, load_runs
+    from analysis.runs import VARIANT, aggregate, load_runs, variant_label
 
     out = Path(out)
     df, exp_id = load_runs(tracking_uri, experiment, sweep=sweep, stage=stage)
@@ -83,17 +83,23 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
     (out / "plots").mkdir(parents=True, exist_ok=True)
     groups = []
     specs = []
+    if axis in ("transfer", "coverage"):
+        from analysis.variants import analyze_coverage, analyze_transfer
+
+        run = analyze_transfer if axis == "transfer" else analyze_coverage
+        return run(experiment, tracking_uri, best, points, exp_id, out=out, metric=metric, n_boot=n_boot, seed=seed,
+                   target=target, log=log, verbose=verbose)
     if axis in ("data", "both"):
-        for (arch, n), sub in best.groupby(["arch", "n_params_target"]):
-            specs.append(("data", f"{arch} N={sci(n)}", sub, "n_train", None))
+        for (arch, n, *v), sub in best.groupby(["arch", "n_params_target"] + VARIANT):
+            specs.append(("data", f"{arch} N={sci(n)}{variant_label(*v)}", sub, "n_train", None))
     if axis in ("params", "both"):
-        for (arch, d), sub in best.groupby(["arch", "n_train"]):
-            specs.append(("params", f"{arch} D={int(d)}", sub, "n_params", None))
+        for (arch, d, *v), sub in best.groupby(["arch", "n_train"] + VARIANT):
+            specs.append(("params", f"{arch} D={int(d)}{variant_label(*v)}", sub, "n_params", None))
     if axis == "both":
-        for arch, sub in best.groupby("arch"):
-            specs.append(("joint", f"{arch} joint", sub, "n_params", "n_train"))
+        for (arch, *v), sub in best.groupby(["arch"] + VARIANT):
+            specs.append(("joint", f"{arch} joint{variant_label(*v)}", sub, "n_params", "n_train"))
     if axis not in ("data", "params", "both"):
-        raise InputError(f"axis must be data, params or both, got {axis!r}", field="axis")
+        raise InputError(f"axis must be data, params, both, transfer or coverage, got {axis!r}", field="axis")
     jobs = []
     for kind, name, sub, xcol, x2col in specs:
         curve = make_curve(sub[xcol].to_numpy(float), sub[metric].to_numpy(float),
@@ -186,7 +192,10 @@ def register(sub) -> None:
     p.add_argument("--experiment", required=True)
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
     p.add_argument("--metric", default="val_loss")
-    p.add_argument("--axis", default="data", choices=["data", "params", "both"])
+    p.add_argument("--axis", default="data", choices=["data", "params", "both", "transfer", "coverage"],
+                   help="data/params/both: scaling laws; transfer: L(source_n) = D n^-alpha + C per target size "
+                        "against the no-pretraining baseline; coverage: curves per subset strategy and where more "
+                        "diverse data raises the loss")
     p.add_argument("--out", default="analysis-out", help="folder for fits.json, report.md and plots")
     p.add_argument("--law", default="auto", help=LAWS_HELP)
     p.add_argument("--objective", default="wls", choices=["wls", "huber"])

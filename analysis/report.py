@@ -156,11 +156,16 @@ def markdown(title: str, groups: list[dict], problems: list[dict], flagged: list
 
 def write_outputs(out: Path, title: str, groups: list[dict], problems: list[dict], flagged: list[dict]) -> None:
     """fits.json and report.md, written atomically (plots are already in out/plots)."""
-    out.mkdir(parents=True, exist_ok=True)
     payload = {"title": title, "groups": [{"name": g["name"], "axis": g["axis"], **g["result"]} for g in groups],
                "problems": problems, "flagged": flagged}
-    for name, text in (("fits.json", json.dumps(payload, indent=1, default=str)),
-                       ("report.md", markdown(title, groups, problems, flagged))):
+    write_files(out, {"fits.json": json.dumps(payload, indent=1, default=str),
+                      "report.md": markdown(title, groups, problems, flagged)})
+
+
+def write_files(out: Path, files: dict[str, str]) -> None:
+    """Write text files into ``out``, each through a temporary file and a rename."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
         fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
         with os.fdopen(fd, "w") as f:
             f.write(text)

@@ -1,7 +1,9 @@
 """Load sweep results from MLflow into a tidy table, and aggregate them into scaling points.
 
 One row per trial run: ``run_id, status, stage, sweep_id, trial_key, point, arch, n_params`` (actual),
-``n_params_target, n_train, seed, trial_index``, the HPO params (``hp.*``), every final metric, and
+``n_params_target, n_train, seed, trial_index``, the variant of the point (``subset``: the coverage strategy,
+``random`` by default; ``source_n`` and ``strategy``: the pretraining size and fine-tuning strategy of a transfer
+point, 0 and ``none`` without pretraining), the HPO params (``hp.*``), every final metric, and
 ``failure_reason`` / ``early_stopped``. Aggregation: the best HPO trial per (point, seed) by the chosen
 validation metric, then mean ± std over seeds per point; points whose seed spread exceeds 5 % are flagged.
 """
@@ -13,7 +15,8 @@ import numpy as np
 from gnn.errors import InputError
 from sweeps import tracking
 
-POINT = ["arch", "n_params_target", "n_train"]
+VARIANT = ["subset", "source_n", "strategy"]
+POINT = ["arch", "n_params_target", "n_train"] + VARIANT
 SPREAD_FLAG = 0.05
 
 
@@ -44,8 +47,9 @@ def load_runs(tracking_uri: str, experiment: str, *, sweep: str | None = None, s
                "sweep_id": t.get(f"{tracking.TAG}sweep_id"), "trial_key": t.get(f"{tracking.TAG}trial_key"),
                "point": t.get(f"{tracking.TAG}point"), "arch": p.get("arch", t.get(f"{tracking.TAG}arch")),
                "failure_reason": t.get(f"{tracking.TAG}failure_reason"),
-               "early_stopped": t.get(f"{tracking.TAG}early_stopped") == "true"}
-        row.update({k: v for k, v in m.items() if not k.startswith("epoch/")})
+               "early_stopped": t.get(f"{tracking.TAG}early_stopped") == "true",
+               "subset": p.get("subset", "random"), "strategy": p.get("strategy", "none"), "source_n": 0.0}
+        row.update({k: v for k, v in m.items() if not k.startswith(("epoch/", "pretrain/epoch/"))})
         row.update({k: _number(v) for k, v in p.items() if k.startswith("hp.")})
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -81,3 +85,9 @@ def aggregate(df, metric: str = "val_loss"):
     points["spread"] = points["std"] / points["loss"]
     points["flag_spread"] = points["spread"] > SPREAD_FLAG
     return best, points, problems
+
+
+def variant_label(subset: str = "random", source_n: float = 0.0, strategy: str = "none") -> str:
+    """`` subset=…`` / `` source_n=… (strategy)`` for group names; empty for a plain point."""
+    out = "" if subset == "random" else f" subset={subset}"
+    return out + (f" source_n={int(source_n)} ({strategy})" if source_n else "")

@@ -36,8 +36,10 @@ def _cmd_import(args) -> None:
 def _cmd_synth(args) -> None:
     from gnn.synth import synth_store
 
-    path = synth_store(args.n, args.out, points=args.points, seed=args.seed, noise=args.noise, cutoff=args.cutoff,
-                       overwrite=args.overwrite)
+    gap = {k: v for k, v in (("shift_ev", args.gap_shift_ev), ("broaden", args.gap_broaden),
+                             ("drude_scale", args.gap_drude_scale)) if v is not None}
+    path = synth_store(args.n, args.out, points=args.points, seed=args.seed, noise=args.noise, gap=gap or None,
+                       cutoff=args.cutoff, overwrite=args.overwrite)
     _print_info(path, args.json)
 
 
@@ -112,6 +114,9 @@ def register(sub) -> None:
     p.add_argument("--points", type=int, default=101, help="frequency points on 0–20 eV (2001: the paper's grid)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=0.05, help="label noise σ (loss floor ≈ 0.8σ per target)")
+    p.add_argument("--gap-shift-ev", type=float, help='"experimental" gap: shift every oscillator energy (eV)')
+    p.add_argument("--gap-broaden", type=float, help='"experimental" gap: multiply every oscillator width')
+    p.add_argument("--gap-drude-scale", type=float, help='"experimental" gap: multiply the Drude frequency')
     p.add_argument("--cutoff", type=float, default=5.5)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")

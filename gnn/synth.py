@@ -19,6 +19,9 @@ Labels (a fixed "physics" that does not depend on ``seed``; the seed only draws 
   pairs are seen many times.
 * Gaussian noise of standard deviation ``noise`` on Re ε, Im ε and ω_D: the expected MAE of a perfect
   model is ``noise · sqrt(2/π)`` (the loss floor).
+* An optional systematic ``gap`` makes a stand-in for *experimental* data measured on the same kind of
+  materials (the target of a Sim2Real transfer study): every oscillator energy shifted by ``shift_ev``, every
+  width multiplied by ``broaden`` and ω_D by ``drude_scale``; the structures come from the same distribution.
 """
 
 from __future__ import annotations
@@ -123,7 +126,22 @@ def _draw_frame(rng: np.random.Generator, el: dict):
     return label, lattice, pos, idx
 
 
-def _structure_and_labels(rng: np.random.Generator, grid: np.ndarray, noise: float):
+GAP_KEYS = {"shift_ev": 0.0, "broaden": 1.0, "drude_scale": 1.0}
+
+
+def check_gap(gap: dict | None, **where) -> dict:
+    """The gap with defaults filled in; unknown keys or non-physical values are :class:`InputError`."""
+    gap = dict(gap or {})
+    unknown = sorted(set(gap) - set(GAP_KEYS))
+    if unknown:
+        raise InputError(f"unknown gap key (allowed: {', '.join(GAP_KEYS)})", field=f"gap.{unknown[0]}", **where)
+    out = {k: float(gap.get(k, v)) for k, v in GAP_KEYS.items()}
+    if out["broaden"] <= 0 or out["drude_scale"] <= 0:
+        raise InputError("broaden and drude_scale must be positive", field="gap", **where)
+    return out
+
+
+def _structure_and_labels(rng: np.random.Generator, grid: np.ndarray, noise: float, gap: dict | None = None):
     from gnn.graphs import neighbor_list
 
     el = _element_table()
@@ -170,6 +188,8 @@ def _structure_and_labels(rng: np.random.Generator, grid: np.ndarray, noise: flo
             osc.append((energy, 0.4 + 0.05 * dfill[i], 0.6 * (0.3 + dfill[i] * (10 - dfill[i]) / 25.0) / n_atoms))
     osc.append((max(PLASMA_EV * np.sqrt(n_e) * 0.8, 4.0), 3.0, 0.8))
     e_k, g_k, s_k = (np.array(v)[:, None] for v in zip(*osc))
+    if gap:  # the systematic difference between "experiment" and "simulation"
+        e_k, g_k, drude = e_k + gap["shift_ev"], g_k * gap["broaden"], drude * gap["drude_scale"]
     denom = e_k**2 - grid**2 - 1j * g_k * grid
     eps = 1.0 + (s_k * e_k**2 / denom).sum(axis=0)
     y_eps = np.stack([eps.real, eps.imag])
@@ -181,18 +201,19 @@ def _structure_and_labels(rng: np.random.Generator, grid: np.ndarray, noise: flo
 
 
 def _make_chunk(args) -> list:
-    seed, lo, hi, points, noise = args
+    seed, lo, hi, points, noise, gap = args
     grid = omega_grid(points)
     out = []
     for i in range(lo, hi):
         rng = np.random.default_rng([seed, i])  # entry i depends only on (seed, i): any worker count
-        out.append(_structure_and_labels(rng, grid, noise))
+        out.append(_structure_and_labels(rng, grid, noise, gap))
     return out
 
 
-def generate(n: int, *, points: int = DEFAULT_POINTS, seed: int = 0, noise: float = 0.05,
+def generate(n: int, *, points: int = DEFAULT_POINTS, seed: int = 0, noise: float = 0.05, gap: dict | None = None,
              workers: int | None = None, progress: bool = True) -> list[Entry]:
-    """``n`` synthetic metal entries with targets ``eps`` (on :func:`omega_grid`) and ``drude``."""
+    """``n`` synthetic metal entries with targets ``eps`` (on :func:`omega_grid`) and ``drude``; ``gap``
+    (``shift_ev``, ``broaden``, ``drude_scale``) turns them into a systematically different "experiment"."""
     from pymatgen.core import Lattice, Structure
     from tqdm.auto import tqdm
 
@@ -202,9 +223,10 @@ def generate(n: int, *, points: int = DEFAULT_POINTS, seed: int = 0, noise: floa
         raise InputError(f"--points must be ≥ 2, got {points}", field="points")
     if noise < 0:
         raise InputError(f"--noise must be ≥ 0, got {noise}", field="noise")
+    gap = check_gap(gap) if gap else None
     prototypes()  # load once in the parent so forked workers share it
     chunk = 500
-    jobs = [(seed, lo, min(lo + chunk, n), points, noise) for lo in range(0, n, chunk)]
+    jobs = [(seed, lo, min(lo + chunk, n), points, noise, gap) for lo in range(0, n, chunk)]
     workers = workers or min(len(os.sched_getaffinity(0)), len(jobs))
     entries = []
     with tqdm(total=n, desc="synthesising", unit="structure", disable=not progress) as bar:
@@ -223,10 +245,12 @@ def generate(n: int, *, points: int = DEFAULT_POINTS, seed: int = 0, noise: floa
 
 
 def synth_store(n: int, out: str | Path, *, points: int = DEFAULT_POINTS, seed: int = 0, noise: float = 0.05,
-                cutoff: float = 5.5, overwrite: bool = False, progress: bool = True) -> Path:
+                gap: dict | None = None, cutoff: float = 5.5, overwrite: bool = False, progress: bool = True) -> Path:
     """Generate ``n`` entries and write them as a store (``matscale data synth``)."""
-    entries = generate(n, points=points, seed=seed, noise=noise, progress=progress)
-    return write_store(entries, out, kind="synthetic", source=f"synthetic(n={n}, seed={seed})",
+    entries = generate(n, points=points, seed=seed, noise=noise, gap=gap, progress=progress)
+    return write_store(entries, out, kind="synthetic", source=f"synthetic(n={n}, seed={seed}" +
+                       (f", gap={check_gap(gap)}" if gap else "") + ")",
                        omega_ev=omega_grid(points), cutoff=cutoff, overwrite=overwrite, progress=progress,
                        extra_meta={"synthetic": {"n": n, "points": points, "seed": seed, "noise": noise,
+                                                 "gap": check_gap(gap) if gap else None,
                                                  "loss_floor_mae": noise * float(np.sqrt(2 / np.pi))}})

@@ -25,9 +25,11 @@ import torch
 from gnn.errors import InputError
 from gnn.loader import GraphData
 from gnn.metrics import evaluate_arrays, loss_fn
-from gnn.models import build_model, config_dict, model_from_config
-from gnn.splits import grouped_split, nested_subset
+from gnn import subsets
+from gnn.models import ModelConfig, build_model, config_dict, model_from_config
+from gnn.splits import grouped_split
 from gnn.store import Store
+from gnn.transfer import freeze, load_pretrained
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -61,6 +63,11 @@ class TrainConfig:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
     subset_seed: int = 0
+    subset: str = "random"  #: coverage strategy of the training subset (see gnn.subsets)
+    width: int | None = None  #: exact widths instead of planning them from n_params (a transfer's source run)
+    ffn_width: int | None = None
+    init_from: str | None = None  #: start from a pretrained model file (see gnn.transfer)
+    strategy: str = "full"  #: which parameters fine-tuning trains: full, heads or freeze:K (with init_from)
     device: str = "auto"
     checkpoint_dir: str | None = None
     num_threads: int | None = None
@@ -88,6 +95,13 @@ class TrainConfig:
                 raise InputError(f"must be positive, got {getattr(self, name)}", field=name)
         if self.weight_decay < 0 or self.grad_clip < 0 or not 0 <= self.warmup_frac < 1:
             raise InputError("weight_decay and grad_clip must be ≥ 0, warmup_frac in [0, 1)", field="optimizer")
+        if (self.width is None) != (self.ffn_width is None):
+            raise InputError("give both width and ffn_width, or neither", field="width")
+        from gnn.subsets import parse
+        from gnn.transfer import parse_strategy
+
+        parse(self.subset, field="subset")
+        parse_strategy(self.strategy, self.num_layers, field="strategy")
 
 
 def _device(name: str) -> torch.device:
@@ -170,16 +184,24 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None]
         raise InputError(f"the validation split is empty ({len(store)} entries); use a larger data set",
                          file=store.path, field="split")
     fraction = 1.0 if cfg.fraction is None and cfg.n_train is None else cfg.fraction
-    train_idx = nested_subset(split["train"], fraction=fraction, n_train=cfg.n_train, subset_seed=cfg.subset_seed)
+    train_idx = subsets.select(store, split["train"], cfg.subset, fraction=fraction, n_train=cfg.n_train,
+                               subset_seed=cfg.subset_seed)
 
     device = _device(cfg.device)
     _seed_everything(cfg.seed)
     n_points = None if omega_ev is None else len(omega_ev)
-    model = build_model(cfg.arch, cfg.n_params, targets, n_points, num_layers=cfg.num_layers, cutoff=cfg.cutoff)
+    if cfg.width is not None:
+        model = model_from_config(ModelConfig(cfg.arch, cfg.width, cfg.ffn_width, targets, n_points,
+                                              num_layers=cfg.num_layers, cutoff=cfg.cutoff))
+    else:
+        model = build_model(cfg.arch, cfg.n_params, targets, n_points, num_layers=cfg.num_layers, cutoff=cfg.cutoff)
     tidx = torch.as_tensor(train_idx)
     model.set_target_stats({t: data.y[t][tidx].float() for t in targets})
+    transferred = load_pretrained(model, cfg.init_from) if cfg.init_from else []
+    n_trainable = freeze(model, cfg.strategy) if cfg.init_from else model.n_params
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps,
                                                                                    cfg.epochs * steps_per_epoch)
@@ -273,7 +295,8 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None]
         "samples_per_s": state["samples"] / train_time,
         "data_time_frac": state["data_time_s"] / train_time,
         "peak_memory_mb": _peak_memory_mb(device),
-        "device": str(device),
+        "device": str(device), "n_trainable": n_trainable, "n_transferred_tensors": len(transferred),
+        **subsets.subset_stats(store, train_idx),
     })
     return result
 
@@ -281,7 +304,7 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None]
 def _resume_key(cfg: TrainConfig) -> dict:
     """The configuration fields a checkpoint must agree on to be resumed."""
     d = asdict(cfg)
-    for k in ("checkpoint_dir", "device", "num_threads", "eval_batch_size", "data"):
+    for k in ("checkpoint_dir", "device", "num_threads", "eval_batch_size", "data", "init_from"):
         d.pop(k)
     return d
 

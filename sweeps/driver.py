@@ -28,43 +28,47 @@ def _data_dir(spec: Spec) -> Path:
     return Path(spec.dataset.get("data_dir") or Path(spec.storage_path).parent / "data").resolve()
 
 
-def store_location(spec: Spec) -> Path:
-    """Where the spec's store lives (or will be built)."""
-    ds = spec.dataset
+def store_location(spec: Spec, source: bool = False) -> Path:
+    """Where the spec's store lives (or will be built); ``source``: the pretraining store of a transfer sweep."""
+    ds = spec.transfer["source"] if source else spec.dataset
     if "store" in ds:
         return Path(ds["store"]).resolve()
     if "synthetic" in ds:
         s = ds["synthetic"]
-        return _data_dir(spec) / f"synthetic-n{s['n']}-p{s['points']}-s{s['seed']}-noise{s['noise']:g}"
+        gap = "" if not s.get("gap") else "-gap" + hashlib.sha256(json.dumps(s["gap"], sort_keys=True).encode()).hexdigest()[:8]
+        return _data_dir(spec) / f"synthetic-n{s['n']}-p{s['points']}-s{s['seed']}-noise{s['noise']:g}{gap}"
     imp = ds["import"]
     digest = hashlib.sha256(json.dumps(imp, sort_keys=True).encode()).hexdigest()[:10]
     return _data_dir(spec) / f"{imp['kind']}-{digest}"
 
 
-def prepare_store(spec: Spec, progress: bool = True) -> Path:
-    """Build (or find) the spec's store and its graphs for the spec's cutoff — once, before any trial."""
+def prepare_store(spec: Spec, progress: bool = True, source: bool = False) -> Path:
+    """Build (or find) the spec's store (or its transfer source) and its graphs for the spec's cutoff — once,
+    before any trial. The graphs use the target's cutoff, which the fine-tuned model keeps."""
     from gnn.graphs import build_graphs
     from gnn.readers import import_store
     from gnn.synth import synth_store
 
-    ds, path = spec.dataset, store_location(spec)
+    ds, path = (spec.transfer["source"] if source else spec.dataset), store_location(spec, source)
+    key = "transfer.source" if source else "dataset"
     if not (path / "meta.json").exists():
         if "store" in ds:
-            raise InputError("not a matscale store (no meta.json)", file=spec.path, field="dataset.store")
+            raise InputError("not a matscale store (no meta.json)", file=spec.path, field=f"{key}.store")
         if "synthetic" in ds:
             s = ds["synthetic"]
-            synth_store(s["n"], path, points=s["points"], seed=s["seed"], noise=s["noise"], cutoff=ds["cutoff"],
-                        progress=progress)
+            synth_store(s["n"], path, points=s["points"], seed=s["seed"], noise=s["noise"], gap=s.get("gap"),
+                        cutoff=ds["cutoff"], progress=progress)
         else:
             imp = ds["import"]
             import_store(imp["kind"], imp["src"], path, targets=imp.get("targets"), points=imp.get("points"),
                          cutoff=ds["cutoff"], progress=progress)
-    build_graphs(path, ds["cutoff"], progress=progress)
+    build_graphs(path, spec.dataset["cutoff"], progress=progress)
     return path
 
 
 def check_against_store(spec: Spec, store_path: Path) -> tuple[int, list]:
     """Errors naming the spec field for sizes and targets the data or the architectures cannot meet."""
+    from gnn import subsets
     from gnn.models import plan
     from gnn.splits import grouped_split
     from gnn.store import Store
@@ -77,11 +81,16 @@ def check_against_store(spec: Spec, store_path: Path) -> tuple[int, list]:
             raise InputError(f"target {t!r} not in the data (has: {', '.join(sorted(store.targets))})",
                              file=spec.path, field="targets")
     points = spec.points(train_size)
+    split = grouped_split(store.formulas)["train"]
+    available = {s: len(subsets.eligible(store, split, s)) for s in {p.subset for p in points}}
     for p in points:
-        if not 1 <= p.n_train <= train_size:
+        if not 1 <= p.n_train <= available[p.subset]:
             field = "axes.data_fractions" if p.fraction is not None else "axes.n_train"
-            raise InputError(f"n_train {p.n_train} is larger than the training split ({train_size} structures)",
+            within = "the training split" if p.subset == "random" else f"what subset {p.subset!r} leaves of the training split"
+            raise InputError(f"n_train {p.n_train} is larger than {within} ({available[p.subset]} structures)",
                              file=spec.path, field=field)
+    if spec.transfer:
+        _check_source(spec, points)
     n_points = None if store.omega_ev is None else len(store.omega_ev)
     for arch in spec.archs:
         for n in spec.n_params:
@@ -90,6 +99,26 @@ def check_against_store(spec: Spec, store_path: Path) -> tuple[int, list]:
             except InputError as exc:
                 raise InputError(str(exc).split(": ", 1)[-1], file=spec.path, field="axes.n_params") from None
     return train_size, points
+
+
+def _check_source(spec: Spec, points: list) -> None:
+    """The transfer source must hold the largest source_n and the source targets."""
+    from gnn.splits import grouped_split
+    from gnn.store import Store
+
+    path = store_location(spec, source=True)
+    if not (path / "meta.json").exists():
+        return  # a dry run before the source is built; the sweep checks again once it is
+    source = Store(path)
+    size = len(grouped_split(source.formulas)["train"])
+    largest = max(p.source_n for p in points)
+    if largest > size:
+        raise InputError(f"source_n {largest} is larger than the source's training split ({size} structures)",
+                         file=spec.path, field="axes.source_n")
+    for t in spec.transfer["source_targets"] or []:
+        if t not in source.targets:
+            raise InputError(f"target {t!r} not in the source data (has: {', '.join(sorted(source.targets))})",
+                             file=spec.path, field="transfer.source_targets")
 
 
 def trial_resources(spec: Spec, n_params: float | None = None) -> dict:
@@ -159,6 +188,7 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
     spec.tracking_uri = tracking.normalise_uri(spec.tracking_uri)
     tracking.check_reachable(spec.tracking_uri, file=spec.path)
     store_path = prepare_store(spec, progress=progress)
+    source_path = prepare_store(spec, progress=progress, source=True) if spec.transfer else None
     _, points = check_against_store(spec, store_path)
     c = tracking.client(spec.tracking_uri)
     try:
@@ -205,7 +235,8 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
                        loss_weights=spec.loss_weights, budget=spec.budget, tracking_uri=spec.tracking_uri,
                        experiment_id=exp_id, parent_run_id=parent_id, sweep_id=sweep_id, spec_hash=spec.hash,
                        stage=stage, save_checkpoint=spec.save_checkpoint, system_metrics=spec.system_metrics,
-                       num_threads=spec.num_threads or int(max(1, resources["cpu"])), extra_tags=extra_tags or {})
+                       num_threads=spec.num_threads or int(max(1, resources["cpu"])), extra_tags=extra_tags or {},
+                       transfer=None if source_path is None else {**spec.transfer, "source_store": str(source_path)})
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                     {"cpu": resources["cpu"], "gpu": resources["gpu"]})
     _allow_pending(spec, resources)
@@ -266,7 +297,9 @@ def _start_parent(c, exp_id: str, spec: Spec, sweep_id: str, stage: str, points:
     tracking.log_batch(c, parent_id, params={
         "spec": spec.path, "archs": ",".join(spec.archs), "n_params": spec.n_params, "seeds": spec.seeds,
         "n_train": sorted({p.n_train for p in points}), "trials_per_point": spec.hpo["trials_per_point"],
-        "store": str(store_path)})
+        "store": str(store_path), "subsets": sorted({p.subset for p in points}),
+        **({"source_n": sorted({p.source_n for p in points}), "strategy": spec.transfer["strategy"]}
+           if spec.transfer else {})})
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "spec.yaml").write_text(yaml.safe_dump(spec.as_dict(), sort_keys=False))
         c.log_artifact(parent_id, str(Path(d) / "spec.yaml"))

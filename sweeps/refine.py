@@ -77,6 +77,9 @@ def refine_experiment(experiment: str, tracking_uri: str, *, axis: str = "data",
     while True:
         df, exp_id = load_runs(uri, experiment)
         best, _, _ = aggregate(df, metric)
+        if (best["subset"] != "random").any() or (best["source_n"] > 0).any():
+            raise InputError("refine works on data and parameter sweeps; this experiment has coverage subsets or "
+                             "transfer points", field="experiment")
         spec, parent_sweep = parent_spec(c, exp_id)
         spec.tracking_uri = uri
         done = rounds_done(c, exp_id)

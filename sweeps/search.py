@@ -98,7 +98,8 @@ class PointSearcher(Searcher):
         self.live[trial_id] = (key, trial.number)
         p = self.points[key]
         return {"point": key, "trial_index": t, "arch": p.arch, "n_params": p.n_params, "n_train": p.n_train,
-                "fraction": p.fraction, "seed": p.seed, "hparams": {**fixed, **trial.params}}
+                "fraction": p.fraction, "seed": p.seed, "subset": p.subset, "source_n": p.source_n,
+                "hparams": {**fixed, **trial.params}}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.live:

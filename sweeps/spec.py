@@ -23,8 +23,25 @@ training budget, the HPO search (Optuna, one study per scaling point) and the re
     tracking_uri: sqlite:///runs/demo/mlflow.db
     storage_path: runs/demo/ray
 
+Two more kinds of study use the same file:
+
+* **coverage**: an axis ``subset: [random, stratified, exclude:rich:Fe, diverse]`` picks *which* training
+  structures each data size gets (see :mod:`gnn.subsets`); the default is ``[random]``.
+* **transfer** (Sim2Real): a ``transfer`` section names the pretraining data and how to fine-tune, and the axes
+  take ``source_n`` (pretraining set sizes) and optionally ``target_n`` (target training sizes, the same as
+  ``n_train``; default: the whole target training split). ``dataset`` and ``targets`` are the *target*'s. A
+  no-pretraining baseline (``source_n: 0``) is added at every target size::
+
+    transfer:
+      source: {synthetic: {n: 4000, points: 41, seed: 0, noise: 0.05}}   # a dataset block, as above
+      source_targets: [eps, drude]     # default: every target of the source data
+      strategy: full                   # full | heads | freeze:K
+      pretrain: {epochs: 10, lr: 2.0e-3, batch_size: 32, patience: 4}
+    axes: {source_n: [250, 1000, 4000], target_n: [50, 100, 200], n_params: [2.0e4], seeds: [0, 1]}
+
 Relative paths are relative to the working directory; ``${VAR}`` is expanded from the environment.
-A *point* is (arch, n_params target, n_train, seed); each point gets ``trials_per_point`` HPO trials.
+A *point* is (arch, n_params target, n_train, seed[, subset][, source_n]); each point gets ``trials_per_point``
+HPO trials.
 """
 
 from __future__ import annotations
@@ -45,11 +62,13 @@ from gnn.models import ARCHS
 
 TOP_KEYS = {"experiment", "dataset", "targets", "loss_weights", "archs", "axes", "budget", "hpo", "resources",
             "tracking_uri", "storage_path", "max_concurrent", "max_failures", "save_checkpoint", "system_metrics",
-            "num_threads", "description"}
+            "num_threads", "description", "transfer"}
 DATASET_KEYS = {"synthetic", "store", "import", "cutoff", "data_dir"}
-SYNTH_KEYS = {"n", "points", "seed", "noise"}
+SYNTH_KEYS = {"n", "points", "seed", "noise", "gap"}
 IMPORT_KEYS = {"kind", "src", "targets", "points"}
-AXES_KEYS = {"n_train", "data_fractions", "n_params", "seeds"}
+AXES_KEYS = {"n_train", "target_n", "data_fractions", "n_params", "seeds", "subset", "source_n"}
+TRANSFER_KEYS = {"source", "source_targets", "strategy", "pretrain"}
+PRETRAIN_KEYS = {"epochs", "lr", "batch_size", "weight_decay", "patience"}
 BUDGET_KEYS = {"epochs", "max_steps", "patience"}
 HPO_KEYS = {"trials_per_point", "space", "early_stopping", "sampler"}
 STOP_KEYS = {"type", "grace_epochs", "reduction_factor", "min_trials"}
@@ -57,7 +76,7 @@ RESOURCE_KEYS = {"cpu", "gpu"}
 SEARCHABLE = {"lr": float, "weight_decay": float, "batch_size": int, "warmup_frac": float, "grad_clip": float}
 DISTRIBUTIONS = {"log_uniform", "uniform", "int", "log_int", "choice"}
 #: fields that change what a trial computes; the spec hash covers exactly these
-HASHED = ("dataset", "targets", "loss_weights", "archs", "axes", "budget", "hpo")
+HASHED = ("dataset", "targets", "loss_weights", "archs", "axes", "budget", "hpo", "transfer")
 
 
 @dataclass
@@ -69,12 +88,17 @@ class Point:
     n_train: int
     seed: int
     fraction: float | None = None
+    subset: str = "random"  #: coverage strategy (gnn.subsets)
+    source_n: int | None = None  #: pretraining set size of a transfer point (0: the no-pretraining baseline)
 
     @property
     def key(self) -> str:
-        """Readable, unique id, e.g. ``cgc-N1.2e6-D20000-s42`` (``D0.25f`` while n_train is still unknown)."""
+        """Readable, unique id, e.g. ``cgc-N1.2e6-D20000-s42`` (``D0.25f`` while n_train is still unknown), with
+        ``-S<source_n>`` for transfer points and ``-<subset>`` for a strategy other than random."""
         data = f"{self.fraction:g}f" if not self.n_train and self.fraction else str(self.n_train)
-        return f"{self.arch}-N{sci(self.n_params)}-D{data}-s{self.seed}"
+        source = "" if self.source_n is None else f"-S{self.source_n}"
+        subset = "" if self.subset == "random" else f"-{self.subset}"
+        return f"{self.arch}-N{sci(self.n_params)}-D{data}{source}-s{self.seed}{subset}"
 
 
 def sci(x: float) -> str:
@@ -109,6 +133,7 @@ class Spec:
     system_metrics: bool = True
     num_threads: int | None = None
     description: str = ""
+    transfer: dict | None = None  #: source dataset, source_targets, strategy, pretrain (see the module docstring)
     path: str = ""
 
     @property
@@ -146,14 +171,17 @@ class Spec:
         size = train_size if train_size is not None else self.estimated_train_size()
         seen, out = set(), []
         for block in self.axes:
+            sources = block.get("source_n", [None])
             for arch in self.archs:
                 for n in block["n_params"]:
                     for n_train, frac in self.data_sizes(block, size):
-                        for seed in block["seeds"]:
-                            p = Point(arch, float(n), n_train, int(seed), frac)
-                            if p.key not in seen:
-                                seen.add(p.key)
-                                out.append(p)
+                        for subset in block["subset"]:
+                            for source_n in sources:
+                                for seed in block["seeds"]:
+                                    p = Point(arch, float(n), n_train, int(seed), frac, subset, source_n)
+                                    if p.key not in seen:
+                                        seen.add(p.key)
+                                        out.append(p)
         return out
 
 
@@ -230,8 +258,33 @@ def _check_space(space: Any, path: str) -> dict:
     return space
 
 
-def _check_axes(axes: Any, path: str, prefix: str) -> dict:
+def _check_axes(axes: Any, path: str, prefix: str, transfer: bool) -> dict:
+    from gnn.subsets import parse
+
     axes = dict(_check_keys(axes, AXES_KEYS, path, prefix))
+    if "target_n" in axes:
+        if not transfer:
+            raise InputError("target_n needs a transfer section (use n_train otherwise)", **_where(path, prefix + "target_n"))
+        if "n_train" in axes:
+            raise InputError("give target_n or n_train, not both", **_where(path, prefix + "target_n"))
+        axes["n_train"] = _number_list(axes.pop("target_n"), path, prefix + "target_n", kind=int)
+    if transfer:
+        if "source_n" not in axes:
+            raise InputError("missing (a transfer sweep needs pretraining set sizes)", **_where(path, prefix + "source_n"))
+        if "n_train" not in axes and "data_fractions" not in axes:
+            axes["data_fractions"] = [1.0]  # the whole target training split
+        sizes = _number_list(axes["source_n"], path, prefix + "source_n", kind=int, positive=False)
+        if min(sizes) < 0:
+            raise InputError("sizes must be ≥ 0", **_where(path, prefix + "source_n"))
+        axes["source_n"] = [0] + sorted(set(sizes) - {0})  # the no-pretraining baseline comes with every sweep
+    elif "source_n" in axes:
+        raise InputError("source_n needs a transfer section (what to pretrain on)", **_where(path, prefix + "source_n"))
+    subsets = axes.get("subset", ["random"])
+    if not isinstance(subsets, list) or not subsets or len(set(map(str, subsets))) != len(subsets):
+        raise InputError("must be a non-empty list of distinct strategies", **_where(path, prefix + "subset"))
+    for v in subsets:
+        parse(str(v), **_where(path, prefix + "subset"))
+    axes["subset"] = [str(v) for v in subsets]
     if ("n_train" in axes) == ("data_fractions" in axes):
         raise InputError("give exactly one of n_train and data_fractions", **_where(path, prefix.rstrip(".")))
     if "n_train" in axes:
@@ -247,6 +300,64 @@ def _check_axes(axes: Any, path: str, prefix: str) -> dict:
     axes["n_params"] = _number_list(axes["n_params"], path, prefix + "n_params")
     axes["seeds"] = _number_list(axes.get("seeds", [0]), path, prefix + "seeds", kind=int, positive=False)
     return axes
+
+
+def _check_dataset(ds: Any, path: str, key: str) -> dict:
+    """A ``dataset`` block (also the ``transfer.source`` block): one of synthetic, store, import."""
+    from gnn.synth import check_gap
+
+    ds = dict(_check_keys(ds, DATASET_KEYS, path, key + "."))
+    sources = [k for k in ("synthetic", "store", "import") if k in ds]
+    if len(sources) != 1:
+        raise InputError("give exactly one of synthetic, store, import", **_where(path, key))
+    if "synthetic" in ds:
+        synth = _check_keys(ds["synthetic"] or {}, SYNTH_KEYS, path, f"{key}.synthetic.")
+        if int(synth.get("n", 0)) < 10:
+            raise InputError("n must be ≥ 10", **_where(path, f"{key}.synthetic.n"))
+        ds["synthetic"] = {"n": int(synth["n"]), "points": int(synth.get("points", 101)),
+                           "seed": int(synth.get("seed", 0)), "noise": float(synth.get("noise", 0.05))}
+        if synth.get("gap"):
+            try:
+                ds["synthetic"]["gap"] = check_gap(synth["gap"])
+            except InputError as exc:
+                raise InputError(str(exc).split(": ", 1)[-1], **_where(path, f"{key}.synthetic.gap")) from None
+    if "import" in ds:
+        imp = _check_keys(ds["import"], IMPORT_KEYS, path, f"{key}.import.")
+        for k in ("kind", "src"):
+            if k not in imp:
+                raise InputError("missing", **_where(path, f"{key}.import.{k}"))
+    ds["cutoff"] = float(ds.get("cutoff", 5.5))
+    if not ds["cutoff"] > 0:
+        raise InputError("must be positive", **_where(path, f"{key}.cutoff"))
+    return ds
+
+
+def _check_transfer(tr: Any, path: str) -> dict | None:
+    """The ``transfer`` section, with defaults (None when the spec has none)."""
+    from gnn.transfer import parse_strategy
+
+    if tr is None:
+        return None
+    tr = _check_keys(tr, TRANSFER_KEYS, path, "transfer.")
+    if "source" not in tr:
+        raise InputError("missing (the pretraining data, a dataset block)", **_where(path, "transfer.source"))
+    source = _check_dataset(tr["source"], path, "transfer.source")
+    targets = tr.get("source_targets")
+    if targets is not None and (not isinstance(targets, list) or not targets):
+        raise InputError("must be a non-empty list", **_where(path, "transfer.source_targets"))
+    strategy = str(tr.get("strategy", "full"))
+    parse_strategy(strategy, **_where(path, "transfer.strategy"))
+    pre = dict(_check_keys(tr.get("pretrain") or {}, PRETRAIN_KEYS, path, "transfer.pretrain."))
+    try:
+        pre = {"epochs": int(pre.get("epochs", 10)), "lr": float(pre.get("lr", 1e-3)),
+               "batch_size": int(pre.get("batch_size", 32)), "weight_decay": float(pre.get("weight_decay", 1e-2)),
+               "patience": None if pre.get("patience") is None else int(pre["patience"])}
+    except (TypeError, ValueError):
+        raise InputError("epochs, batch_size, patience must be integers; lr, weight_decay numbers",
+                         **_where(path, "transfer.pretrain")) from None
+    if pre["epochs"] < 1 or pre["batch_size"] < 1 or pre["lr"] <= 0:
+        raise InputError("epochs and batch_size must be ≥ 1, lr > 0", **_where(path, "transfer.pretrain"))
+    return {"source": source, "source_targets": targets, "strategy": strategy, "pretrain": pre}
 
 
 def load_spec(path: str | Path, overrides: dict | None = None) -> Spec:
@@ -273,24 +384,7 @@ def validate(raw: dict, path: str = "<spec>") -> Spec:
     if not isinstance(raw["experiment"], str) or not re.fullmatch(r"[\w.\-]+", raw["experiment"]):
         raise InputError("experiment must be a name of letters, digits, '_', '-', '.'", **_where(path, "experiment"))
 
-    ds = _check_keys(raw["dataset"], DATASET_KEYS, path, "dataset.")
-    sources = [k for k in ("synthetic", "store", "import") if k in ds]
-    if len(sources) != 1:
-        raise InputError("give exactly one of synthetic, store, import", **_where(path, "dataset"))
-    if "synthetic" in ds:
-        synth = _check_keys(ds["synthetic"] or {}, SYNTH_KEYS, path, "dataset.synthetic.")
-        if int(synth.get("n", 0)) < 10:
-            raise InputError("n must be ≥ 10", **_where(path, "dataset.synthetic.n"))
-        ds["synthetic"] = {"n": int(synth["n"]), "points": int(synth.get("points", 101)),
-                           "seed": int(synth.get("seed", 0)), "noise": float(synth.get("noise", 0.05))}
-    if "import" in ds:
-        imp = _check_keys(ds["import"], IMPORT_KEYS, path, "dataset.import.")
-        for k in ("kind", "src"):
-            if k not in imp:
-                raise InputError("missing", **_where(path, f"dataset.import.{k}"))
-    ds["cutoff"] = float(ds.get("cutoff", 5.5))
-    if not ds["cutoff"] > 0:
-        raise InputError("must be positive", **_where(path, "dataset.cutoff"))
+    ds = _check_dataset(raw["dataset"], path, "dataset")
 
     archs = raw["archs"]
     if not isinstance(archs, list) or not archs:
@@ -302,7 +396,9 @@ def validate(raw: dict, path: str = "<spec>") -> Spec:
     blocks = raw["axes"] if isinstance(raw["axes"], list) else [raw["axes"]]
     if not blocks:
         raise InputError("must be a mapping or a non-empty list of mappings", **_where(path, "axes"))
-    axes = [_check_axes(b, path, "axes." if len(blocks) == 1 else f"axes[{i}].") for i, b in enumerate(blocks)]
+    transfer = _check_transfer(raw.get("transfer"), path)
+    axes = [_check_axes(b, path, "axes." if len(blocks) == 1 else f"axes[{i}].", transfer is not None)
+            for i, b in enumerate(blocks)]
 
     budget = _check_keys(raw["budget"], BUDGET_KEYS, path, "budget.")
     if int(budget.get("epochs", 0)) < 1:
@@ -350,12 +446,15 @@ def validate(raw: dict, path: str = "<spec>") -> Spec:
                 storage_path=str(raw.get("storage_path", "runs/ray")), max_concurrent=raw.get("max_concurrent"),
                 max_failures=int(raw.get("max_failures", 2)), save_checkpoint=bool(raw.get("save_checkpoint", False)),
                 system_metrics=bool(raw.get("system_metrics", True)), num_threads=raw.get("num_threads"),
-                description=str(raw.get("description", "")), path=path)
+                description=str(raw.get("description", "")), transfer=transfer, path=path)
 
 
 def estimated_cost(spec: Spec, points: list[Point]) -> list[float]:
-    """Relative cost per point: parameters × training samples × epochs × HPO trials."""
-    return [p.n_params * p.n_train * spec.budget["epochs"] * spec.hpo["trials_per_point"] for p in points]
+    """Relative cost per point: parameters × training samples × epochs × HPO trials (plus the pretraining of a
+    transfer point, which the trials of a sweep share)."""
+    pre = spec.transfer["pretrain"]["epochs"] if spec.transfer else 0
+    return [p.n_params * (p.n_train * spec.budget["epochs"] * spec.hpo["trials_per_point"] + (p.source_n or 0) * pre)
+            for p in points]
 
 
 def plan_table(spec: Spec, points: list[Point], exact: bool) -> str:
@@ -365,14 +464,16 @@ def plan_table(spec: Spec, points: list[Point], exact: bool) -> str:
     lines = [f"sweep {spec.experiment}  spec {spec.hash}  {len(points)} points × "
              f"{spec.hpo['trials_per_point']} trials = {len(points) * spec.hpo['trials_per_point']} trials"
              + ("" if exact else "  (n_train estimated: the store is not built yet)"),
-             f"{'trial':<34} {'arch':<12} {'n_params':>9} {'n_train':>8} {'seed':>5} {'cost':>10} {'share':>6}"]
+             f"{'trial':<34} {'arch':<12} {'n_params':>9} {'n_train':>8} {'seed':>5} {'cost':>10} {'share':>6}"
+             + (f" {'source_n':>8}" if spec.transfer else "") + (" subset" if any(p.subset != "random" for p in points) else "")]
     for p, c in zip(points, costs):
         n_train = str(p.n_train) if p.n_train else f"{p.fraction:g}·n"
         cost = f"{c / spec.hpo['trials_per_point']:.3g}" if p.n_train else "?"
         share = f"{100 * c / total / spec.hpo['trials_per_point']:.1f}%" if p.n_train else "?"
         for t in range(spec.hpo["trials_per_point"]):
             lines.append(f"{p.key + f'-t{t}':<34} {p.arch:<12} {sci(p.n_params):>9} {n_train:>8} {p.seed:>5} "
-                         f"{cost:>10} {share:>6}")
+                         f"{cost:>10} {share:>6}" + (f" {p.source_n:>8}" if spec.transfer else "")
+                         + (f" {p.subset}" if p.subset != "random" else ""))
     if not exact and any(not p.n_train for p in points):
         lines.append("n: the training split of the data, known once the store is built (any run builds it)")
     else:

@@ -41,6 +41,7 @@ class TrialContext:
     system_metrics: bool = True
     num_threads: int | None = None
     extra_tags: dict = field(default_factory=dict)
+    transfer: dict | None = None  #: the spec's transfer section plus ``source_store`` (a transfer sweep)
 
 
 def trial_key(config: dict) -> str:
@@ -55,7 +56,25 @@ def flat_params(config: dict, ctx: TrialContext) -> dict:
             "epochs": ctx.budget["epochs"], "max_steps": ctx.budget.get("max_steps"),
             "patience": ctx.budget.get("patience"), "cutoff": ctx.cutoff,
             "targets": ",".join(ctx.targets) if ctx.targets else "all",
-            **{f"loss_weight.{k}": v for k, v in ctx.loss_weights.items()}, "store": ctx.store}
+            **{f"loss_weight.{k}": v for k, v in ctx.loss_weights.items()}, "store": ctx.store,
+            "subset": config.get("subset", "random"), **_transfer_params(config, ctx)}
+
+
+def _transfer_params(config: dict, ctx: TrialContext) -> dict:
+    if ctx.transfer is None:
+        return {}
+    t = ctx.transfer
+    out = {"source_n": config["source_n"], "strategy": t["strategy"] if config["source_n"] else "none"}
+    if config["source_n"]:
+        out.update({"source_store": t["source_store"],
+                    "source_targets": ",".join(t["source_targets"]) if t["source_targets"] else "all",
+                    **{f"pretrain.{k}": v for k, v in t["pretrain"].items()}})
+    return out
+
+
+def baseline_key(config: dict) -> str:
+    """The point key of the no-pretraining baseline that a transfer point is compared with."""
+    return config["point"].replace(f"-S{config['source_n']}-", "-S0-")
 
 
 def _start_run(c, config: dict, ctx: TrialContext) -> str:
@@ -64,12 +83,17 @@ def _start_run(c, config: dict, ctx: TrialContext) -> str:
             f"{tracking.TAG}kind": "trial", f"{tracking.TAG}sweep_id": ctx.sweep_id,
             f"{tracking.TAG}spec_hash": ctx.spec_hash, f"{tracking.TAG}stage": ctx.stage,
             f"{tracking.TAG}point": config["point"], f"{tracking.TAG}trial_key": key,
-            f"{tracking.TAG}arch": config["arch"], f"{tracking.TAG}node_id": _node_id(), **ctx.extra_tags}
+            f"{tracking.TAG}arch": config["arch"], f"{tracking.TAG}node_id": _node_id(),
+            f"{tracking.TAG}subset": config.get("subset", "random"), **ctx.extra_tags}
+    if ctx.transfer is not None:  # link every pretrained run to its baseline point (same arch, N, target size, seed)
+        tags[f"{tracking.TAG}transfer"] = "pretrained" if config["source_n"] else "baseline"
+        tags[f"{tracking.TAG}baseline_point"] = baseline_key(config)
     run = c.create_run(ctx.experiment_id, run_name=key, tags=tags)
     tracking.log_batch(c, run.info.run_id, params=flat_params(config, ctx),
                        metrics={"n_params_target": config["n_params"], "n_train": config["n_train"],
                                 "seed": config["seed"], "trial_index": config["trial_index"],
-                                **({"fraction": config["fraction"]} if config["fraction"] else {})})
+                                **({"fraction": config["fraction"]} if config["fraction"] else {}),
+                                **({"source_n": config["source_n"]} if ctx.transfer is not None else {})})
     return run.info.run_id
 
 
@@ -110,6 +134,26 @@ def _learning_curve_png(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _pretrain_finetune(c, run_id: str, config: dict, ctx: TrialContext, target_config, report) -> dict:
+    """Both stages of a transfer trial in one MLflow run: ``pretrain/epoch/*`` then the usual ``epoch/*``."""
+    from gnn.train import TrainConfig
+    from gnn.transfer import pretrain_finetune
+
+    t = ctx.transfer
+    pre = t["pretrain"]
+    source = TrainConfig(data=t["source_store"], arch=config["arch"], targets=t["source_targets"],
+                         n_train=config["source_n"], seed=config["seed"], epochs=pre["epochs"], lr=pre["lr"],
+                         batch_size=pre["batch_size"], weight_decay=pre["weight_decay"], patience=pre["patience"],
+                         cutoff=ctx.cutoff, num_threads=ctx.num_threads)
+
+    def log_pretrain(epoch: int, metrics: dict, _ckpt) -> None:
+        tracking.log_batch(c, run_id, step=epoch, metrics={f"pretrain/epoch/{k}": v for k, v in metrics.items()
+                                                           if k != "epoch" and isinstance(v, (int, float))})
+
+    target_config.strategy = t["strategy"]
+    return pretrain_finetune(source, target_config, callback=report, pretrain_callback=log_pretrain)
 
 
 def run_trial(config: dict, ctx: TrialContext) -> None:
@@ -161,11 +205,15 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         n_train=config["n_train"], seed=config["seed"], epochs=ctx.budget["epochs"],
         max_steps=ctx.budget.get("max_steps"), patience=ctx.budget.get("patience"),
         loss_weights=ctx.loss_weights, cutoff=ctx.cutoff, checkpoint_dir=str(work),
-        num_threads=ctx.num_threads, **{k: (int(v) if k == "batch_size" else float(v)) for k, v in hp.items()})
+        num_threads=ctx.num_threads, subset=config.get("subset", "random"),
+        **{k: (int(v) if k == "batch_size" else float(v)) for k, v in hp.items()})
     with mlflow.start_run(run_id=run_id, log_system_metrics=ctx.system_metrics):
         try:
             t0 = time.time()
-            result = train(train_config, callback=report)
+            if ctx.transfer is not None and config["source_n"]:
+                result = _pretrain_finetune(c, run_id, config, ctx, train_config, report)
+            else:
+                result = train(train_config, callback=report)
         except SystemExit:  # Tune stopped the trial inside tune.report: early stopping, or Ctrl-C
             early = f"{tracking.TAG}early_stopped" in c.get_run(run_id).data.tags  # set by the scheduler
             best = min(h["val_loss"] for h in history)
