@@ -76,7 +76,8 @@ def _cmd_train(args) -> None:
                          batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          patience=args.patience, cutoff=args.cutoff, device=args.device,
                          checkpoint_dir=args.checkpoint_dir, num_threads=args.threads,
-                         loss_weights={"drude": args.drude_weight})
+                         loss_weights={"drude": args.drude_weight}, subset=args.subset, init_from=args.init_from,
+                         strategy=args.strategy)
 
     def report(epoch, m, _ckpt):
         if not args.json:
@@ -88,7 +89,7 @@ def _cmd_train(args) -> None:
         print(json.dumps(metrics))
     else:
         for k, v in metrics.items():
-            print(f"{k:<18} {v:.6g}" if isinstance(v, float) else f"{k:<18} {v}")
+            print(f"{k:<22} {v:.6g}" if isinstance(v, float) else f"{k:<22} {v}")
 
 
 def register(sub) -> None:
@@ -135,6 +136,11 @@ def register(sub) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--fraction", type=float, help="nested training fraction in (0, 1]")
     size.add_argument("--n-train", type=int, help="absolute training set size")
+    p.add_argument("--subset", default="random", help="coverage strategy of the training subset: random, "
+                   "stratified[:system|:elements], exclude:contains:El, exclude:rich:El[:FRAC], exclude:system:NAME, diverse")
+    p.add_argument("--init-from", help="fine-tune from this model file (a checkpoint.pt of --checkpoint-dir, or an "
+                   "exported best model) of the same arch and width")
+    p.add_argument("--strategy", default="full", help="with --init-from: full, heads or freeze:K")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=32)

@@ -24,6 +24,7 @@ distance of its descriptors to their centroid (:func:`subset_stats`), logged wit
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,10 @@ def crystal_systems(store, progress: bool = False) -> np.ndarray:
         cell = t["cell"][i].double().numpy()
         pos = t["pos"][ptr[i]:ptr[i + 1]].double().numpy()
         frac = pos @ np.linalg.inv(cell)
-        data = spglib.get_symmetry_dataset((cell, frac % 1.0, t["numbers"][ptr[i]:ptr[i + 1]].numpy()), symprec=SYMPREC)
+        with warnings.catch_warnings():  # spglib 2.5+ warns about its error-handling switch at every call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            data = spglib.get_symmetry_dataset((cell, frac % 1.0, t["numbers"][ptr[i]:ptr[i + 1]].numpy()),
+                                               symprec=SYMPREC)
         number = data.number if data is not None else 1
         out[i] = int(np.searchsorted(_SYSTEM_START, number, side="right") - 1)
     return out
@@ -186,6 +190,14 @@ def select(store, train_idx: np.ndarray, strategy: str = "random", *, fraction: 
         raise InputError(f"n_train must be between 1 and the {available} training structures that subset "
                          f"{strategy!r} can draw from, got {n}", field="n_train")
     return np.sort(order(store, train_idx, strategy, subset_seed, n_max=n)[:n])
+
+
+def subset_sha(store, idx: np.ndarray) -> str:
+    """A short hash of the subset's entry ids (order-free), logged with every run so its contents can be checked."""
+    import hashlib
+
+    ids = sorted(store.ids[i] for i in np.asarray(idx))
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
 def subset_stats(store, idx: np.ndarray) -> dict[str, float]:

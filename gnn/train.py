@@ -1,8 +1,10 @@
 """One training run: ``gnn.train(TrainConfig(...)) -> metrics``.
 
-The run reads a store (memory-mapped), takes the grouped split and the nested training subset, builds the
-model at the requested parameter count and trains it with AdamW, a linear warm-up then cosine schedule,
-gradient clipping and early stopping on the validation loss (bf16 autocast on CUDA). After every epoch it
+The run reads a store (memory-mapped), takes the grouped split and the nested training subset (drawn by a
+coverage strategy, :mod:`gnn.subsets`), builds the model at the requested parameter count (optionally from a
+pretrained model, with a fine-tuning strategy: :mod:`gnn.transfer`) and trains it with AdamW, a linear
+warm-up then cosine schedule, gradient clipping and early stopping on the validation loss (bf16 autocast on
+CUDA). After every epoch it
 calls ``callback(epoch, metrics, checkpoint_path)`` (the sweep reports through it) and, with a
 ``checkpoint_dir``, saves a checkpoint from which a restarted run resumes to the same result. The final
 metrics are those of the best-validation model on the validation and test splits.
@@ -296,7 +298,7 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None]
         "data_time_frac": state["data_time_s"] / train_time,
         "peak_memory_mb": _peak_memory_mb(device),
         "device": str(device), "n_trainable": n_trainable, "n_transferred_tensors": len(transferred),
-        **subsets.subset_stats(store, train_idx),
+        **subsets.subset_stats(store, train_idx), "subset_sha": subsets.subset_sha(store, train_idx),
     })
     return result
 

@@ -238,7 +238,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         per_report = {f"{k}_per_report": v / max(len(history), 1) for k, v in cost.items()}
         tracking.log_batch(c, run_id, metrics={**numbers, **per_report, "trial_wall_time_s": time.time() - t0},
                            params={"n_params": result["n_params"], "width": result["width"],
-                                   "ffn_width": result["ffn_width"], "device": result["device"]})
+                                   "ffn_width": result["ffn_width"], "device": result["device"],
+                                   "subset_sha": result["subset_sha"]})
         (work / "metrics.json").write_text(json.dumps(result, indent=1))
         mlflow.log_artifact(str(work / "metrics.json"))
         if history:
