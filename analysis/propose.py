@@ -56,18 +56,29 @@ def _fits(curve: Curve, names) -> dict:
     return out
 
 
-def break_interval(curve: Curve, n_boot: int = 400, seed: int = 0, level: float = 0.95):
+def broken_laws(law: str = "auto") -> tuple[str, ...]:
+    """The broken laws a break's interval may come from: both (``auto``), or the one named."""
+    if law == "auto":
+        return BROKEN
+    if law not in BROKEN:
+        raise InputError(f"law must be auto, broken or broken_amp, got {law!r}", field="law")
+    return (law,)
+
+
+def break_interval(curve: Curve, n_boot: int = 400, seed: int = 0, level: float = 0.95, law: str = "auto"):
     """(best broken fit, log10 x_c bootstrap samples, CI in x, half-width in decades)."""
-    return _break_bootstrap(curve, n_boot, seed, level)[:4]
+    return _break_bootstrap(curve, n_boot, seed, level, names=broken_laws(law))[:4]
 
 
-def _break_bootstrap(curve: Curve, n_boot: int, seed: int, level: float = 0.95, fits: dict | None = None):
+def _break_bootstrap(curve: Curve, n_boot: int, seed: int, level: float = 0.95, fits: dict | None = None,
+                     names: tuple[str, ...] = BROKEN):
     """Bootstrap of log10 x_c that includes the choice between the broken laws (Buckland et al. 1997).
 
-    Every fitted broken law is refitted on the same resamples and each resample keeps the x_c of its own AICc
-    winner, so a CI cannot be narrow only because a small sample made AICc prefer the amplitude-tied law.
+    Every fitted broken law in ``names`` is refitted on the same resamples and each resample keeps the x_c of
+    its own AICc winner, so a CI cannot be narrow only because a small sample made AICc prefer the
+    amplitude-tied law (whose x_c also carries the loss level). With one law named, that law is assumed.
     """
-    fits = {n: f for n, f in (_fits(curve, BROKEN) if fits is None else fits).items() if n in BROKEN}
+    fits = {n: f for n, f in (_fits(curve, names) if fits is None else fits).items() if n in names}
     if not fits:
         raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
     best = min(fits.values(), key=lambda f: f.aicc)
@@ -168,19 +179,21 @@ def _spread(candidates: np.ndarray, score: np.ndarray, taken: np.ndarray, k: int
 
 
 def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: float = 2.0, n_boot: int = 400,
-            seed: int = 0, min_gap: float = 0.02, predict: bool = True, integer: bool = True) -> Proposal:
-    """k new axis values in ``bounds`` (see the module docstring)."""
+            seed: int = 0, min_gap: float = 0.02, predict: bool = True, integer: bool = True,
+            law: str = "auto") -> Proposal:
+    """k new axis values in ``bounds`` (see the module docstring); ``law`` restricts the break to one broken law."""
     if k < 1:
         raise InputError("--points must be ≥ 1", field="points")
+    names = broken_laws(law)
     lo_b, hi_b = np.log10(bounds[0]), np.log10(bounds[1])
     taken = np.log10(np.unique(curve.x))
-    fits = _fits(curve, BROKEN + UNBROKEN)
-    broken = min((fits[n] for n in BROKEN if n in fits), key=lambda f: f.aicc, default=None)
+    fits = _fits(curve, names + UNBROKEN)
+    broken = min((fits[n] for n in names if n in fits), key=lambda f: f.aicc, default=None)
     unbroken = min((fits[n] for n in UNBROKEN if n in fits), key=lambda f: f.aicc, default=None)
     if broken is None:
         raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
     clear = unbroken is None or broken.aicc < unbroken.aicc - ambiguity
-    _, _, ci, half, draws = _break_bootstrap(curve, n_boot, seed, fits=fits)
+    _, _, ci, half, draws = _break_bootstrap(curve, n_boot, seed, fits=fits, names=names)
     grid = np.linspace(lo_b, hi_b, 600)
     if clear:  # sequential c-optimal design for log10 x_c, averaged over the bootstrap's parameter draws
         seeds = max(len(r) for r in curve.reps)
@@ -197,12 +210,15 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
     prop = Proposal(points=xs, reason=reason, law=broken.law.name, break_x=broken.params["x_c"], break_ci=ci,
                     half_width=half, aicc={n: f.aicc for n, f in fits.items()})
     if predict and xs:  # an independent simulation, so the printed prediction is not the design score
-        prop.predicted_half_width = predicted_half_width(curve, broken, xs, n_boot=max(100, n_boot // 2), seed=seed)
+        prop.predicted_half_width = predicted_half_width(curve, broken, xs, n_boot=max(100, n_boot // 2), seed=seed,
+                                                         names=names)
     return prop
 
 
-def predicted_half_width(curve: Curve, fit, new_x: list[float], n_boot: int = 200, seed: int = 0) -> float:
-    """CI half-width (decades) of the break after adding ``new_x``, simulated once from the current fit."""
+def predicted_half_width(curve: Curve, fit, new_x: list[float], n_boot: int = 200, seed: int = 0,
+                         names: tuple[str, ...] = BROKEN) -> float:
+    """CI half-width (decades) of the break after adding ``new_x``, simulated once from the current fit and
+    bootstrapped like the current interval."""
     rng = np.random.default_rng(seed + 1)
     rel = np.nanmedian(curve.std / curve.y) if np.isfinite(curve.std).any() else 0.01
     seeds = max(len(r) for r in curve.reps)
@@ -213,7 +229,4 @@ def predicted_half_width(curve: Curve, fit, new_x: list[float], n_boot: int = 20
         x_all.append(np.full(seeds, x))
         y_all.append(y * (1 + rel * rng.standard_normal(seeds)))
     sim = make_curve(np.concatenate(x_all), np.concatenate(y_all))
-    refit = fit_law(fit.law, sim)
-    s = np.log10(bootstrap(refit, sim, n_boot=n_boot, seed=seed)[:, fit.law.names.index("x_c")])
-    lo, hi = percentile_ci(s)
-    return float((hi - lo) / 2)
+    return float(_break_bootstrap(sim, n_boot, seed, names=names)[3])  # the same interval as today's

@@ -15,7 +15,9 @@ Methods, each stopped by the same rule (the 95 % bootstrap CI half-width of log1
 * *uniform (expected)*: the fewest points m of a uniform log grid for which at least 2 of 3 independent
   noise draws reach the target (one look per draw: no "stop when lucky");
 * *uniform (nested)*: what a user densifying a grid does: 7 → 13 → 25 → 49 points, each grid
-  keeping the previous measurements, stopped at the first grid that reaches the target.
+  keeping the previous measurements, stopped at the first grid that reaches the target;
+* *equal budget*: where the target is out of reach, the CI half-width of the adaptive run after 19, 31 and 59
+  points against one uniform grid of as many points; (uniform/adaptive)² is the trial ratio at equal precision.
 
 Comparisons (median trials with "never" as infinity, wins and losses) are over the simulations whose 7-point
 start did not already reach the target.
@@ -45,6 +47,7 @@ from analysis.propose import _log_jacobian, break_interval, propose  # noqa: E40
 
 LO, HI, SEEDS, START, MAX_POINTS, ROUND = 3.0, 5.3, 3, 7, 60, 4
 NESTED = (7, 13, 25, 49)  #: nested uniform grids, each keeping the previous one's points
+EQUAL_BUDGET = (19, 31, 59)  #: points (start + rounds of 4) at which adaptive and uniform precision are compared
 
 
 def truth(rng: np.random.Generator, form: str):
@@ -81,12 +84,14 @@ def half_width(xs, ys, n_boot, seed):
     return half, ci
 
 
-def adaptive(sim: Sim, target, n_boot, seed):
+def adaptive(sim: Sim, target, n_boot, seed, history=None):
     xs = list(np.logspace(LO, HI, START))
     ys = sim.measure(xs)
     while True:
         half, ci = half_width(xs, ys, n_boot, seed)
         inside = bool(np.log10(ci[0]) <= sim.log_xc <= np.log10(ci[1]))
+        if history is not None:
+            history[len(xs)] = half
         if half <= target:
             return len(xs) * SEEDS, inside, half
         if len(xs) >= MAX_POINTS:
@@ -150,13 +155,26 @@ def bound(sim: Sim) -> float:
     return float(v_uniform / np.linalg.pinv(f.T @ (f * w[:, None]))[0, 0])
 
 
+def equal_budget(history: dict, sim: Sim, n_boot: int, seed: int) -> dict:
+    """CI half-widths of the adaptive run and of one uniform grid with the same number of points, at the
+    EQUAL_BUDGET checkpoints the adaptive run reached (precision at equal cost, when neither hits the target)."""
+    out = {}
+    for m in EQUAL_BUDGET:
+        if m in history:
+            x = list(np.logspace(LO, HI, m))
+            out[m] = (history[m], half_width(x, sim.measure(x), n_boot, seed)[0])
+    return out
+
+
 def one(args):
     sim_no, form, noise, target, n_boot = args
     sim = Sim(sim_no, form, noise)
-    trials, inside, half = adaptive(sim, target, n_boot, sim_no)
+    history: dict = {}
+    trials, inside, half = adaptive(sim, target, n_boot, sim_no, history)
     return {"sim": sim_no, "form": form, "log_xc": sim.log_xc, "noise": noise, "adaptive": trials, "inside": inside,
             "final_half_width": half, "uniform": uniform_expected(Sim(sim_no, form, noise), target, n_boot, sim_no),
-            "nested": uniform_nested(Sim(sim_no, form, noise), target, n_boot, sim_no), "bound": bound(sim)}
+            "nested": uniform_nested(Sim(sim_no, form, noise), target, n_boot, sim_no), "bound": bound(sim),
+            "equal_budget": equal_budget(history, Sim(sim_no, form, noise), n_boot, sim_no)}
 
 
 def _hard_cases(sub: list[dict]) -> dict:
@@ -170,6 +188,19 @@ def _hard_cases(sub: list[dict]) -> dict:
     for k in ("uniform", "nested"):
         out[f"hard_adaptive_fewer_than_{k}"] = int(sum(a < b for a, b in zip(t["adaptive"], t[k])))
         out[f"hard_adaptive_more_than_{k}"] = int(sum(a > b for a, b in zip(t["adaptive"], t[k])))
+    return out
+
+
+def _equal_budget_summary(sub: list[dict]) -> dict:
+    """Per checkpoint: median half-widths and the median trial ratio (uniform/adaptive)², variance ∝ 1/trials."""
+    out = {}
+    for m in EQUAL_BUDGET:
+        pairs = np.array([r["equal_budget"][m] for r in sub if m in r["equal_budget"]])
+        pairs = pairs[np.isfinite(pairs).all(axis=1)] if len(pairs) else pairs
+        if len(pairs):
+            out[m] = {"sims": len(pairs), "median_adaptive": float(np.median(pairs[:, 0])),
+                      "median_uniform": float(np.median(pairs[:, 1])),
+                      "median_trial_ratio": float(np.median((pairs[:, 1] / pairs[:, 0]) ** 2))}
     return out
 
 
@@ -203,13 +234,18 @@ def main() -> None:
             **_hard_cases(sub),
             "median_bound": float(np.median([r["bound"] for r in sub])),
             "coverage_95": float(np.mean([r["inside"] for r in done])) if done else None,
-            "coverage_95_final_all": float(np.mean([r["inside"] for r in sub]))}
+            "coverage_95_final_all": float(np.mean([r["inside"] for r in sub])),
+            "equal_budget": _equal_budget_summary(sub)}
         cover = "n/a" if s["coverage_95"] is None else f"{100 * s['coverage_95']:.0f}%"
         cover += f" of converged runs, {100 * s['coverage_95_final_all']:.0f}% of all final CIs"
         print(f"{form}: {s['needed_refinement']}/{len(sub)} needed more than the start; converged: adaptive "
               f"{len(done)}, uniform {s['uniform_converged']}, nested {s['nested_converged']}; median trials where "
               f"the start did not suffice {s['hard_median_trials']}; c-optimal bound {s['median_bound']:.2f}; "
               f"truth inside the 95% CI {cover}")
+        for m, e in s["equal_budget"].items():
+            print(f"  at {m * SEEDS} trials ({e['sims']} simulations): median CI half-width adaptive "
+                  f"{e['median_adaptive']:.3f} vs uniform {e['median_uniform']:.3f} decades; median "
+                  f"(uniform/adaptive)^2 = {e['median_trial_ratio']:.2f}x trials saved at equal precision")
         print(f"  where the start did not suffice: adaptive needed fewer trials than uniform in "
               f"{s['hard_adaptive_fewer_than_uniform']} and more in {s['hard_adaptive_more_than_uniform']} simulations; "
               f"fewer than nested in {s['hard_adaptive_fewer_than_nested']}, more in {s['hard_adaptive_more_than_nested']}")

@@ -65,7 +65,7 @@ def _cmd_refine(args) -> None:
     quiet = args.json
     res = refine_experiment(args.experiment, uri, axis=args.axis, points=args.points, seeds=args.seeds,
                             budget=args.budget, until_ci=args.until_ci, max_rounds=args.max_rounds,
-                            dry_run=args.dry_run, address=args.address, progress=not quiet,
+                            dry_run=args.dry_run, address=args.address, law=args.law, progress=not quiet,
                             out=(lambda *a: None) if quiet else print)
     if args.json:
         print(json.dumps(res, default=float))
@@ -106,6 +106,9 @@ def register(sub) -> None:
     p.add_argument("--until-ci", type=float, default=0.1, help="stop when every break's 95%% CI half-width ≤ this "
                    "many decades")
     p.add_argument("--max-rounds", type=int, default=3, help="rounds in all, earlier invocations included")
+    p.add_argument("--law", default="auto", choices=["auto", "broken", "broken_amp"],
+                   help="the break's law: auto (the interval includes the choice between the two; default), broken "
+                        "(assume the paper's amplitude-tied form), broken_amp (free amplitude)")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "local"))
     p.add_argument("--dry-run", action="store_true", help="print the proposal and the predicted CI; launch nothing")
     p.add_argument("--json", action="store_true")

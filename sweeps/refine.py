@@ -63,7 +63,8 @@ def _groups(best, axis: str):
 def refine_experiment(experiment: str, tracking_uri: str, *, axis: str = "data", points: int = 3,
                       seeds: int | None = None, budget: int | None = None, until_ci: float = 0.1,
                       max_rounds: int = 3, dry_run: bool = False, address: str | None = "local",
-                      metric: str = "val_loss", n_boot: int = 400, progress: bool = True, out=print) -> dict:
+                      metric: str = "val_loss", n_boot: int = 400, law: str = "auto", progress: bool = True,
+                      out=print) -> dict:
     """Run refinement rounds (see the module docstring); returns every round's proposals and outcome."""
     from gnn.splits import grouped_split
     from gnn.store import Store
@@ -94,7 +95,7 @@ def refine_experiment(experiment: str, tracking_uri: str, *, axis: str = "data",
         for name, fixed, x, sub in _groups(best, axis):
             curve = make_curve(x, sub[metric].to_numpy(float))
             bounds = (x.min(), float(train_size)) if axis == "data" else (x.min() / 2, x.max() * 2)
-            prop = propose(curve, points, bounds, n_boot=n_boot, seed=done, integer=True)
+            prop = propose(curve, points, bounds, n_boot=n_boot, seed=done, integer=True, law=law)
             proposals.append({"group": name, **prop.as_dict()})
             out(f"round {done + 1} {name}: break {prop.break_x:.4g} (95% CI {prop.break_ci[0]:.4g} – "
                 f"{prop.break_ci[1]:.4g}, ±{prop.half_width:.3f} decades; {prop.reason}) → new x "

@@ -139,7 +139,11 @@ class Spec:
     @property
     def hash(self) -> str:
         """Hash of everything that changes what trials compute (not where they run or are tracked)."""
-        payload = json.dumps({k: getattr(self, k) for k in HASHED}, sort_keys=True, default=str)
+        fields = {k: getattr(self, k) for k in HASHED}
+        if fields["transfer"] is None:  # keys that did not exist before keep old specs' hashes (and their runs)
+            fields.pop("transfer")
+        fields["axes"] = [{k: v for k, v in b.items() if not (k == "subset" and v == ["random"])} for b in self.axes]
+        payload = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict:

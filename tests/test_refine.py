@@ -22,12 +22,14 @@ def test_proposals_concentrate_around_the_true_break(log_xc):
     rng = np.random.default_rng(int(log_xc * 10))
     truth = {"x_c": 10**log_xc, "alpha1": 0.12, "alpha2": 0.45}
     curve = simulate("broken", truth, np.logspace(3.3, 5.2, 6).round(), rng)
-    p = propose(curve, 3, (1000, 2e5), n_boot=200)
+    p = propose(curve, 3, (1000, 2e5), n_boot=200, law="broken")  # the truth's form, assumed
     assert p.reason == "break: largest expected CI reduction" and len(p.points) == 3
     logs = np.log10(p.points)
     inner = logs[(logs > 3.05) & (logs < 5.25)]  # the c-optimal design also pins the slopes at the range's ends
     assert len(inner) >= 1 and np.all(np.abs(inner - log_xc) <= 0.5)  # the rest sit at the true break
     assert 0 < p.predicted_half_width < p.half_width  # the simulated future is narrower than today's CI
+    honest = propose(curve, 3, (1000, 2e5), n_boot=200)  # the interval includes the choice of broken law
+    assert honest.half_width >= p.half_width - 1e-9 and honest.break_ci[0] <= 10**log_xc <= honest.break_ci[1]
 
 
 def test_without_a_clear_break_points_go_where_the_laws_disagree():

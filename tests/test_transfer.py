@@ -177,3 +177,15 @@ def test_exported_model_is_a_valid_init(synth_dir, tmp_path):
     again = train(TrainConfig(data=str(synth_dir), n_params=1e4, n_train=60, epochs=1, init_from=str(best),
                               strategy="freeze:3"))
     assert again["n_transferred_tensors"] > 0 and again["n_trainable"] < r["n_params"]
+
+
+def test_new_axes_keep_the_hash_of_specs_that_do_not_use_them(tmp_path):
+    plain = {"experiment": "p", "dataset": {"synthetic": {"n": 100}}, "archs": ["cgc"],
+             "axes": {"n_train": [30], "n_params": [1e4]}, "budget": {"epochs": 1}}
+    path = tmp_path / "plain.yaml"
+    path.write_text(yaml.safe_dump(plain))
+    before = load_spec(path).hash
+    path.write_text(yaml.safe_dump({**plain, "axes": {**plain["axes"], "subset": ["random"]}}))
+    assert load_spec(path).hash == before  # finished runs of existing sweeps are still recognised
+    path.write_text(yaml.safe_dump({**plain, "axes": {**plain["axes"], "subset": ["random", "diverse"]}}))
+    assert load_spec(path).hash != before
