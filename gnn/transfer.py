@@ -51,11 +51,16 @@ def parse_strategy(strategy: str, num_layers: int | None = None, **where) -> tup
 
 
 def load_pretrained(model: torch.nn.Module, path: str | Path) -> list[str]:
-    """Copy every parameter of the file ``path`` (written by :func:`gnn.train.export_best`) whose name and shape
-    match into ``model``; buffers (target statistics) stay the model's. Returns the names copied."""
-    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    """Copy every parameter of the file ``path`` (written by :func:`gnn.train.export_best`, or a training
+    checkpoint) whose name and shape match into ``model`` — the scalar head only when it predicts the same
+    targets; buffers (target statistics) stay the model's. Returns the names copied."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt["model"]
     own = dict(model.named_parameters())
-    copied = [name for name, value in state.items() if name in own and own[name].shape == value.shape]
+    source_scalars = [t for t in ckpt.get("model_config", {}).get("targets", []) if t != "eps"]
+    same_scalars = source_scalars == list(model.scalars)  # the scalar head's outputs are these targets, in order
+    copied = [name for name, value in state.items() if name in own and own[name].shape == value.shape
+              and (same_scalars or not name.startswith("heads.scalars."))]
     if not any(name.startswith("blocks.") for name in copied):
         raise InputError("the pretrained model shares no interaction block with this one (a different arch or "
                          "width?)", file=str(path), field="init_from")

@@ -45,6 +45,8 @@ def test_pretrained_backbone_and_matching_heads_carry_over(tmp_path):
     assert not any(n.startswith("heads.eps") for n in copied)
     for name in copied:
         assert torch.equal(dict(target.named_parameters())[name], dict(source.named_parameters())[name])
+    other = model_from_config(vars(source.config) | {"targets": ["band_gap"]})  # a scalar head of another target
+    assert not any(n.startswith("heads.") for n in load_pretrained(other, tmp_path / "m.pt"))
     narrow = build_model("cgc", 5e3, ["drude"], 21)
     with pytest.raises(InputError, match="shares no interaction block"):
         load_pretrained(narrow, tmp_path / "m.pt")
