@@ -7,13 +7,17 @@ From the aggregated points of a coverage sweep (one curve over D per subset stra
   (arch, N, D, strategy).
 * :func:`flags`: where, at fixed capacity (arch, N), more diverse data raises the loss —
 
-  - ``diverse_worse``: at the same D, a strategy whose subset is more diverse than another's has a higher loss,
-    significant at ``level`` by a one-sided t-test — on the per-seed differences when both were run with the
-    same ≥ 2 seeds (a seed fixes the initialisation, so pairing removes most of the seed noise; k − 1 degrees of
-    freedom), else on the two means (min(k_a, k_b) − 1 degrees of freedom, conservative); with one seed, a
-    relative difference above ``min_rel``;
-  - ``more_data_worse``: within one strategy, the next larger D has a loss higher by the same margin (the
-    larger, more varied subset exceeded what the model can fit: diversity-induced underfitting).
+  - ``diverse_worse``: at the same D, a strategy whose subset is more diverse than another's (by at least
+    ``min_gain``, relative) has a higher loss;
+  - ``more_data_worse``: within one strategy, the next larger D has a higher loss (the larger, more varied
+    subset exceeded what the model can fit: diversity-induced underfitting).
+
+  Each comparison is a one-sided t-test — on the per-seed differences when both points were run with the same
+  ≥ 2 seeds (a seed fixes the initialisation, so pairing removes most of the seed noise; k − 1 degrees of
+  freedom), else on the two means (min(k_a, k_b) − 1 degrees of freedom, conservative) — and the family of all
+  comparisons of an analysis is corrected by Holm's step-down method, so a sweep of many strategies and sizes
+  does not flag noise. With one seed there is no test: a relative difference above ``min_rel`` is reported as
+  ``tentative``.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import itertools
 
 import numpy as np
 
-LEVEL = 0.95  #: one-sided confidence of a flag
-MIN_REL = 0.05  #: relative loss difference that counts when there is one seed (no standard error)
+ALPHA = 0.05  #: family-wise error rate of the flags (Holm)
+MIN_GAIN = 0.05  #: relative diversity difference that makes one subset "more diverse" than another
+MIN_REL = 0.05  #: relative loss difference reported (tentatively) when there is one seed
 
 
 def coverage_table(best, metric: str = "val_loss"):
@@ -41,47 +46,59 @@ def coverage_table(best, metric: str = "val_loss"):
     return table
 
 
-def _worse(a, b, level: float, min_rel: float) -> tuple[bool, float | None]:
-    """Is row ``a``'s loss higher than ``b``'s beyond noise? (flag, t statistic or None with one seed)."""
+def _test(a, b) -> tuple[float | None, float | None]:
+    """One-sided test that row ``a``'s loss exceeds ``b``'s: (t statistic, p-value), (None, None) without seeds."""
     from scipy.stats import t as student
 
-    diff = a["loss"] - b["loss"]
     common = sorted(set(a["by_seed"]) & set(b["by_seed"]))
     if len(common) >= 2:  # paired over seeds
         d = np.array([a["by_seed"][k] - b["by_seed"][k] for k in common])
-        se = float(d.std(ddof=1) / np.sqrt(len(d)))
-        if se > 0:
-            stat = float(d.mean() / se)
-            return bool(stat > student.ppf(level, len(d) - 1)), stat
-    se = float(np.hypot(a["se"], b["se"]))
-    dof = int(min(a["seeds"], b["seeds"])) - 1
-    if np.isfinite(se) and se > 0 and dof >= 1:
-        return bool(diff / se > student.ppf(level, dof)), float(diff / se)
-    return bool(diff > min_rel * b["loss"]), None
+        se, dof = float(d.std(ddof=1) / np.sqrt(len(d))), len(d) - 1
+        diff = float(d.mean())
+    else:
+        se, dof = float(np.hypot(a["se"], b["se"])), int(min(a["seeds"], b["seeds"])) - 1
+        diff = float(a["loss"] - b["loss"])
+    if not (np.isfinite(se) and se > 0 and dof >= 1):
+        return None, None
+    stat = diff / se
+    return stat, float(student.sf(stat, dof))
 
 
-def flags(table, level: float = LEVEL, min_rel: float = MIN_REL) -> list[dict]:
-    """``diverse_worse`` and ``more_data_worse`` findings (see the module docstring)."""
-    out = []
+def _candidates(table, min_gain: float):
+    """Every comparison the flags consider: (kind, worse row, better row, context)."""
     for (arch, n, d), rows in table.groupby(["arch", "n_params_target", "n_train"]):
         for (_, a), (_, b) in itertools.permutations(rows.iterrows(), 2):
-            if not (np.isfinite(a["diversity"]) and np.isfinite(b["diversity"]) and a["diversity"] > b["diversity"]):
-                continue
-            worse, score = _worse(a, b, level, min_rel)
-            if worse:
-                out.append({"kind": "diverse_worse", "arch": arch, "N": float(n), "D": int(d),
-                            "more_diverse": a["subset"], "less_diverse": b["subset"],
-                            "loss": [float(a["loss"]), float(b["loss"])],
-                            "diversity": [float(a["diversity"]), float(b["diversity"])], "t": score})
+            if np.isfinite(a["diversity"]) and np.isfinite(b["diversity"]) and \
+                    a["diversity"] > (1 + min_gain) * b["diversity"]:
+                yield "diverse_worse", a, b, {"arch": arch, "N": float(n), "D": int(d), "more_diverse": a["subset"],
+                                              "less_diverse": b["subset"]}
     for (arch, n, subset), rows in table.groupby(["arch", "n_params_target", "subset"]):
-        rows = rows.sort_values("n_train")
-        for (_, a), (_, b) in zip(list(rows.iterrows())[:-1], list(rows.iterrows())[1:]):
-            worse, score = _worse(b, a, level, min_rel)
-            if worse:
-                out.append({"kind": "more_data_worse", "arch": arch, "N": float(n), "subset": subset,
-                            "D": [int(a["n_train"]), int(b["n_train"])], "loss": [float(a["loss"]), float(b["loss"])],
-                            "diversity": [float(a["diversity"]), float(b["diversity"])], "t": score})
-    return out
+        rows = list(rows.sort_values("n_train").iterrows())
+        for (_, a), (_, b) in zip(rows[:-1], rows[1:]):
+            yield "more_data_worse", b, a, {"arch": arch, "N": float(n), "subset": subset,
+                                            "D": [int(a["n_train"]), int(b["n_train"])]}
+
+
+def flags(table, alpha: float = ALPHA, min_gain: float = MIN_GAIN, min_rel: float = MIN_REL) -> list[dict]:
+    """``diverse_worse`` and ``more_data_worse`` findings (see the module docstring), Holm-corrected."""
+    tested, tentative = [], []
+    for kind, worse, better, ctx in _candidates(table, min_gain):
+        stat, p = _test(worse, better)
+        losses = [float(worse["loss"]), float(better["loss"])]
+        if kind == "more_data_worse":
+            losses = losses[::-1]  # [smaller D, larger D]
+        item = {"kind": kind, **ctx, "loss": losses, "t": stat, "p": p,
+                "diversity": [float(worse["diversity"]), float(better["diversity"])][::1 if kind == "diverse_worse" else -1]}
+        if p is not None:
+            tested.append(item)
+        elif worse["loss"] > (1 + min_rel) * better["loss"]:
+            tentative.append({**item, "tentative": True})
+    out = []
+    for rank, item in enumerate(sorted(tested, key=lambda f: f["p"])):  # Holm's step-down
+        if item["p"] > alpha / (len(tested) - rank):
+            break
+        out.append({**item, "tentative": False, "tests": len(tested)})
+    return out + tentative
 
 
 def describe(flag: dict) -> str:
@@ -89,7 +106,8 @@ def describe(flag: dict) -> str:
     from sweeps.spec import sci
 
     where = f"{flag['arch']} N={sci(flag['N'])}"
-    sig = f"t = {flag['t']:.1f}" if flag["t"] is not None else "one seed, > 5 %"
+    sig = (f"t = {flag['t']:.1f}, p = {flag['p']:.2g}, Holm-corrected over {flag['tests']} comparisons"
+           if not flag["tentative"] else "one seed: tentative, > 5 %")
     if flag["kind"] == "diverse_worse":
         return (f"{where}, D={flag['D']}: `{flag['more_diverse']}` (diversity {flag['diversity'][0]:.3g}) has loss "
                 f"{flag['loss'][0]:.4g} vs {flag['loss'][1]:.4g} for `{flag['less_diverse']}` (diversity "

@@ -226,9 +226,11 @@ def _json(v):
 def _coverage_markdown(experiment: str, metric: str, groups: list[dict]) -> str:
     lines = [f"# Coverage analysis of {experiment} ({metric})", "",
              "Loss over the training-set size D for each subset strategy at fixed model size, the power-law "
-             "exponent alpha of each curve (L = (x0/D)^alpha, 95% bootstrap CI), and where more diverse data raised "
-             f"the loss (one-sided t-test at {coverage.LEVEL:.0%}, paired over seeds). Diversity: RMS distance of the "
-             "subset's composition/structure descriptors to their centroid.", ""]
+             "exponent alpha of each curve (L = (x0/D)^alpha, 95% bootstrap CI), and where more diverse data "
+             "raised the loss (one-sided t-tests paired over seeds, family-wise error "
+             f"{coverage.ALPHA:.0%} by Holm's method; a subset counts as more diverse when its diversity is ≥ "
+             f"{coverage.MIN_GAIN:.0%} higher). Diversity: RMS distance of the subset's composition/structure "
+             "descriptors to their centroid.", ""]
     for g in groups:
         lines += [f"## {g['name']}", "", "| D | strategy | loss | ± std | seeds | diversity | elements |",
                   "|---|---|---|---|---|---|---|"]
