@@ -1,6 +1,6 @@
 """Refinement benchmark: trials needed to pin a break to ±0.1 decade, adaptive against uniform log grids.
 
-    python bench/refine.py [--sims 30] [--noise 0.01,0.02] [--target 0.1] [--bootstrap 1000]
+    python bench/refine.py [--sims 30] [--noise 0.01,0.02] [--target 0.1] [--bootstrap 1000] [--law auto]
 
 Ground truths are broken curves on x ∈ [10³, 10^5.3], 3 seeds per point with 1–2 % relative seed noise, the
 break placed at random inside the range (70 %) or 0.15 decade from an edge (30 %):
@@ -79,8 +79,11 @@ def curve(xs, ys):
     return make_curve(np.repeat(xs, SEEDS), np.concatenate(ys))
 
 
+LAW = "auto"  #: the break's law (--law): auto includes the choice between broken and broken_amp
+
+
 def half_width(xs, ys, n_boot, seed):
-    _, _, ci, half = break_interval(curve(xs, ys), n_boot=n_boot, seed=seed)
+    _, _, ci, half = break_interval(curve(xs, ys), n_boot=n_boot, seed=seed, law=LAW)
     return half, ci
 
 
@@ -96,7 +99,8 @@ def adaptive(sim: Sim, target, n_boot, seed, history=None):
             return len(xs) * SEEDS, inside, half
         if len(xs) >= MAX_POINTS:
             return None, inside, half
-        p = propose(curve(xs, ys), ROUND, (10**LO, 10**HI), n_boot=n_boot, seed=seed, predict=False, integer=False)
+        p = propose(curve(xs, ys), ROUND, (10**LO, 10**HI), n_boot=n_boot, seed=seed, predict=False, integer=False,
+                    law=LAW)
         if not p.points:
             return None, inside, half
         xs += p.points
@@ -167,7 +171,8 @@ def equal_budget(history: dict, sim: Sim, n_boot: int, seed: int) -> dict:
 
 
 def one(args):
-    sim_no, form, noise, target, n_boot = args
+    global LAW
+    sim_no, form, noise, target, n_boot, LAW = args
     sim = Sim(sim_no, form, noise)
     history: dict = {}
     trials, inside, half = adaptive(sim, target, n_boot, sim_no, history)
@@ -211,9 +216,11 @@ def main() -> None:
     ap.add_argument("--noise", default="0.01,0.02")
     ap.add_argument("--target", type=float, default=0.1)
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--law", default="auto", choices=["auto", "broken", "broken_amp"],
+                    help="the break's law, as matscale refine --law")
     args = ap.parse_args()
     noises = [float(v) for v in args.noise.split(",")]
-    jobs = [(s, form, noises[s % len(noises)], args.target, args.bootstrap)
+    jobs = [(s, form, noises[s % len(noises)], args.target, args.bootstrap, args.law)
             for form in args.forms.split(",") for s in range(args.sims)]
     with ProcessPoolExecutor(len(os.sched_getaffinity(0))) as pool:
         rows = list(pool.map(one, jobs))
@@ -223,7 +230,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['sim']:>4} {r['form']:<6} {r['log_xc']:>7.2f} {r['noise']:>6.3f} {r['adaptive'] or cap:>9} "
               f"{r['uniform'] or cap:>8} {r['nested'] or cap:>7} {r['bound']:>6.2f} {str(r['inside']):>7}")
-    summary = {"bench": "refine", "target_decades": args.target, "forms": {}}
+    summary = {"bench": "refine", "target_decades": args.target, "law": args.law, "forms": {}}
     for form in args.forms.split(","):
         sub = [r for r in rows if r["form"] == form]
         done = [r for r in sub if r["adaptive"]]
