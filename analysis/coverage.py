@@ -87,8 +87,10 @@ def flags(table, alpha: float = ALPHA, min_gain: float = MIN_GAIN, min_rel: floa
         losses = [float(worse["loss"]), float(better["loss"])]
         if kind == "more_data_worse":
             losses = losses[::-1]  # [smaller D, larger D]
-        item = {"kind": kind, **ctx, "loss": losses, "t": stat, "p": p,
-                "diversity": [float(worse["diversity"]), float(better["diversity"])][::1 if kind == "diverse_worse" else -1]}
+        diversity = [float(worse["diversity"]), float(better["diversity"])]
+        if kind == "more_data_worse":
+            diversity = diversity[::-1]  # [smaller D, larger D], like the losses
+        item = {"kind": kind, **ctx, "loss": losses, "t": stat, "p": p, "diversity": diversity}
         if p is not None:
             tested.append(item)
         elif worse["loss"] > (1 + min_rel) * better["loss"]:

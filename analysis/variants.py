@@ -134,7 +134,8 @@ def _transfer_markdown(experiment: str, metric: str, groups: list[dict], skipped
         if r["baseline"]:
             lines.append(f"- No pretraining: loss {_fmt(r['baseline']['loss'])} ± {_fmt(r['baseline']['std'])}.")
         if r["equivalent"]:
-            lines += ["", "| source n | loss | ± std | worth target samples | 95% CI | gain |", "|---|---|---|---|---|---|"]
+            lines += ["", "| source n | loss | ± std | worth target samples | 95% CI | gain |",
+                      "|---|---|---|---|---|---|"]
             for e in r["equivalent"]:
                 te = e.get("target_equivalent")
                 note = " (extrapolated)" if e.get("extrapolated") and not e.get("far") else ""

@@ -35,7 +35,8 @@ def store_location(spec: Spec, source: bool = False) -> Path:
         return Path(ds["store"]).resolve()
     if "synthetic" in ds:
         s = ds["synthetic"]
-        gap = "" if not s.get("gap") else "-gap" + hashlib.sha256(json.dumps(s["gap"], sort_keys=True).encode()).hexdigest()[:8]
+        gap = "" if not s.get("gap") else \
+            "-gap" + hashlib.sha256(json.dumps(s["gap"], sort_keys=True).encode()).hexdigest()[:8]
         return _data_dir(spec) / f"synthetic-n{s['n']}-p{s['points']}-s{s['seed']}-noise{s['noise']:g}{gap}"
     imp = ds["import"]
     digest = hashlib.sha256(json.dumps(imp, sort_keys=True).encode()).hexdigest()[:10]
@@ -86,7 +87,8 @@ def check_against_store(spec: Spec, store_path: Path) -> tuple[int, list]:
     for p in points:
         if not 1 <= p.n_train <= available[p.subset]:
             field = "axes.data_fractions" if p.fraction is not None else "axes.n_train"
-            within = "the training split" if p.subset == "random" else f"what subset {p.subset!r} leaves of the training split"
+            within = "the training split" if p.subset == "random" else \
+                f"what subset {p.subset!r} leaves of the training split"
             raise InputError(f"n_train {p.n_train} is larger than {within} ({available[p.subset]} structures)",
                              file=spec.path, field=field)
     if spec.transfer:

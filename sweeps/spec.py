@@ -268,13 +268,15 @@ def _check_axes(axes: Any, path: str, prefix: str, transfer: bool) -> dict:
     axes = dict(_check_keys(axes, AXES_KEYS, path, prefix))
     if "target_n" in axes:
         if not transfer:
-            raise InputError("target_n needs a transfer section (use n_train otherwise)", **_where(path, prefix + "target_n"))
+            raise InputError("target_n needs a transfer section (use n_train otherwise)",
+                             **_where(path, prefix + "target_n"))
         if "n_train" in axes:
             raise InputError("give target_n or n_train, not both", **_where(path, prefix + "target_n"))
         axes["n_train"] = _number_list(axes.pop("target_n"), path, prefix + "target_n", kind=int)
     if transfer:
         if "source_n" not in axes:
-            raise InputError("missing (a transfer sweep needs pretraining set sizes)", **_where(path, prefix + "source_n"))
+            raise InputError("missing (a transfer sweep needs pretraining set sizes)",
+                             **_where(path, prefix + "source_n"))
         if "n_train" not in axes and "data_fractions" not in axes:
             axes["data_fractions"] = [1.0]  # the whole target training split
         sizes = _number_list(axes["source_n"], path, prefix + "source_n", kind=int, positive=False)
@@ -469,7 +471,8 @@ def plan_table(spec: Spec, points: list[Point], exact: bool) -> str:
              f"{spec.hpo['trials_per_point']} trials = {len(points) * spec.hpo['trials_per_point']} trials"
              + ("" if exact else "  (n_train estimated: the store is not built yet)"),
              f"{'trial':<34} {'arch':<12} {'n_params':>9} {'n_train':>8} {'seed':>5} {'cost':>10} {'share':>6}"
-             + (f" {'source_n':>8}" if spec.transfer else "") + (" subset" if any(p.subset != "random" for p in points) else "")]
+             + (f" {'source_n':>8}" if spec.transfer else "")
+             + (" subset" if any(p.subset != "random" for p in points) else "")]
     for p, c in zip(points, costs):
         n_train = str(p.n_train) if p.n_train else f"{p.fraction:g}·n"
         cost = f"{c / spec.hpo['trials_per_point']:.3g}" if p.n_train else "?"
