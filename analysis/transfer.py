@@ -103,8 +103,10 @@ def baseline_law(sizes: np.ndarray, losses: np.ndarray, *, n_boot: int = 1000, s
     return {"t0": fit.params["x0"], "beta": fit.params["alpha"], "draws": boot, "sizes": curve.x.tolist()}
 
 
-def equivalent_target_samples(base: dict, loss: float, target_n: float, level: float = 0.95) -> dict:
-    """t_eq with L0(t_eq) = ``loss`` (baseline law), the gain t_eq / target_n, and the CI of t_eq."""
+def equivalent_target_samples(base: dict, loss: float, target_n: float, level: float = 0.95,
+                              baseline_loss: float | None = None) -> dict:
+    """t_eq with L0(t_eq) = ``loss`` (baseline law), the gain t_eq / target_n, and the CI of t_eq. Negative
+    transfer: ``loss`` above the measured baseline at the same size (``baseline_loss``; else above the law)."""
     def solve(t0, beta):
         with np.errstate(all="ignore"):
             return np.where(np.asarray(beta) > 0, t0 * loss ** (-1.0 / np.asarray(beta)), np.nan)
@@ -116,4 +118,4 @@ def equivalent_target_samples(base: dict, loss: float, target_n: float, level: f
     return {"target_equivalent": t_eq, "ci": ci, "gain": t_eq / target_n,
             "extrapolated": bool(t_eq > max(base["sizes"]) or t_eq < min(base["sizes"])),
             "far": 10 * max(base["sizes"]) if not t_eq <= 10 * max(base["sizes"]) else None,
-            "negative_transfer": bool(t_eq < target_n)}
+            "negative_transfer": bool(loss > baseline_loss if baseline_loss is not None else t_eq < target_n)}

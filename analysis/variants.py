@@ -52,7 +52,8 @@ def analyze_transfer(experiment: str, tracking_uri: str, best, points, exp_id: s
         for p in pts.itertuples():
             e = {"source_n": int(p.source_n), "loss": float(p.loss), "std": _clean(p.std), "seeds": int(p.seeds)}
             if law0 is not None:
-                e.update(transfer.equivalent_target_samples(law0, float(p.loss), float(t)))
+                e.update(transfer.equivalent_target_samples(
+                    law0, float(p.loss), float(t), baseline_loss=None if b_here.empty else float(b_here["loss"].iloc[0])))
             equivalent.append(e)
         result = {**(r or {"law": "transfer", "formula": transfer.FORMULA, "params": {}, "ci": {}, "aicc": None}),
                   "baseline": None if b_here.empty else {"loss": float(b_here["loss"].iloc[0]),
@@ -124,7 +125,9 @@ def _transfer_markdown(experiment: str, metric: str, groups: list[dict], skipped
                 lines.append(f"| {k} | {_fmt(r['params'][k])} | [{_fmt(ci[0])}, {_fmt(ci[1])}] |")
             lines.append("")
             gap = "resolved (its CI excludes 0)" if r["gap_resolved"] else "not resolved from 0 by these data"
-            lines.append(f"- Transfer gap C {gap}; AICc {_fmt(r['aicc'])} with C, {_fmt(r['aicc_no_gap'])} without.")
+            aicc = "AICc needs ≥ 5 pretraining sizes" if not np.isfinite(r["aicc"]) else \
+                f"AICc {_fmt(r['aicc'])} with C, {_fmt(r['aicc_no_gap'])} without"
+            lines.append(f"- Transfer gap C {gap}; {aicc}.")
             if r.get("target"):
                 t = r["target"]
                 lines.append(f"- Loss {t['loss']} needs n = {_fmt(t['source_n'])} pretraining structures (CI "

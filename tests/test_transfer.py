@@ -95,6 +95,8 @@ def test_equivalent_target_samples_on_a_known_baseline():
     assert 5.4 < e["gain"] < 6.6 and not e["extrapolated"] and not e["negative_transfer"]
     worse = equivalent_target_samples(base, (500 / 30) ** 0.3, 50)  # pretraining hurt
     assert worse["negative_transfer"] and worse["gain"] < 1
+    measured = (500 / 50) ** 0.3 * 1.05  # a baseline point above its own law: a loss below it is no harm
+    assert not equivalent_target_samples(base, (500 / 48) ** 0.3, 50, baseline_loss=measured)["negative_transfer"]
 
 
 def _table(diverse_penalty: float, seeds=(0, 1, 2)):
