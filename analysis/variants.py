@@ -33,27 +33,28 @@ def analyze_transfer(experiment: str, tracking_uri: str, best, points, exp_id: s
     groups, skipped = [], []
     base = best[best["source_n"] == 0]
     base_pts = points[points["source_n"] == 0]
-    for (arch, n, t, strategy), sub in best[best["source_n"] > 0].groupby(["arch", "n_params_target", "n_train",
-                                                                             "strategy"]):
-        name = f"{arch} N={sci(n)} target_n={int(t)} ({strategy})"
+    for (arch, n, t, strategy, subset), sub in best[best["source_n"] > 0].groupby(
+            ["arch", "n_params_target", "n_train", "strategy", "subset"]):
+        name = f"{arch} N={sci(n)} target_n={int(t)} ({strategy})" + ("" if subset == "random" else f" subset={subset}")
         curve = make_curve(sub["source_n"].to_numpy(float), sub[metric].to_numpy(float))
         try:
             r = transfer.fit_transfer(curve, n_boot=n_boot, seed=seed, target=target)
         except InputError as exc:
             skipped.append(f"{name}: {exc}")
             r = None
-        b_rows = base[(base["arch"] == arch) & (base["n_params_target"] == n)]
-        b_here = base_pts[(base_pts["arch"] == arch) & (base_pts["n_params_target"] == n) & (base_pts["n_train"] == t)]
+        same = (lambda df: df[(df["arch"] == arch) & (df["n_params_target"] == n) & (df["subset"] == subset)])
+        b_rows, b_here = same(base), same(base_pts)
+        b_here = b_here[b_here["n_train"] == t]
         law0 = transfer.baseline_law(b_rows["n_train"].to_numpy(float), b_rows[metric].to_numpy(float),
                                      n_boot=n_boot, seed=seed) if len(b_rows) else None
-        pts = points[(points["arch"] == arch) & (points["n_params_target"] == n) & (points["n_train"] == t)
-                     & (points["strategy"] == strategy) & (points["source_n"] > 0)].sort_values("source_n")
+        pts = same(points)
+        pts = pts[(pts["n_train"] == t) & (pts["strategy"] == strategy) & (pts["source_n"] > 0)].sort_values("source_n")
         equivalent = []
         for p in pts.itertuples():
             e = {"source_n": int(p.source_n), "loss": float(p.loss), "std": _clean(p.std), "seeds": int(p.seeds)}
             if law0 is not None:
-                e.update(transfer.equivalent_target_samples(
-                    law0, float(p.loss), float(t), baseline_loss=None if b_here.empty else float(b_here["loss"].iloc[0])))
+                measured = None if b_here.empty else float(b_here["loss"].iloc[0])
+                e.update(transfer.equivalent_target_samples(law0, float(p.loss), float(t), baseline_loss=measured))
             equivalent.append(e)
         result = {**(r or {"law": "transfer", "formula": transfer.FORMULA, "params": {}, "ci": {}, "aicc": None}),
                   "baseline": None if b_here.empty else {"loss": float(b_here["loss"].iloc[0]),
