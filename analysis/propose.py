@@ -89,7 +89,7 @@ def _break_bootstrap(curve: Curve, n_boot: int, seed: int, level: float = 0.95, 
         if fit is best:
             best_draws = draws
         with np.errstate(all="ignore"):
-            pred = fit.law.predict(curve.x[None, :], batch_natural(fit.law, _fitted(fit.law, draws)))
+            pred = fit.law.predict(curve.x[None, :], {k: draws[:, [j]] for j, k in enumerate(fit.law.names)})
             rss = np.sum((pred - y) ** 2, axis=1)
         scores.append(np.array([aicc(r, curve.n, fit.law.k) if np.isfinite(r) else np.inf for r in rss]))
         samples.append(np.log10(draws[:, fit.law.names.index("x_c")]))

@@ -55,7 +55,7 @@ def fit_transfer(curve: Curve, *, n_boot: int = 1000, seed: int = 0, target: flo
     p = fit.params
     params = {"alpha": p["alpha"], "C": p["L_inf"], "D": p["x0"] ** p["alpha"]}
     out = {"law": "transfer", "formula": FORMULA, "params": params,
-           "ci": {k: [_none(v) for v in percentile_ci(d, level)] for k, d in draws.items()},
+           "ci": {k: [finite(v) for v in percentile_ci(d, level)] for k, d in draws.items()},
            "aicc": fit.aicc, "aicc_no_gap": no_gap.aicc, "n_points": curve.n,
            "n_runs": int(sum(len(r) for r in curve.reps)), "n_boot": len(boot)}
     out["gap_resolved"] = bool(out["ci"]["C"][0] is not None and out["ci"]["C"][0] > 0)
@@ -64,7 +64,8 @@ def fit_transfer(curve: Curve, *, n_boot: int = 1000, seed: int = 0, target: flo
     return out
 
 
-def _none(v: float):
+def finite(v) -> float | None:
+    """``v`` as a float, or None when it is missing or not finite (JSON-ready)."""
     return None if v is None or not np.isfinite(v) else float(v)
 
 
@@ -114,7 +115,7 @@ def equivalent_target_samples(base: dict, loss: float, target_n: float, level: f
     t_eq = float(solve(base["t0"], base["beta"]))
     ci = [None, None]
     if base["draws"] is not None and len(base["draws"]):
-        ci = [_none(v) for v in percentile_ci(solve(base["draws"][:, 0], base["draws"][:, 1]), level)]
+        ci = [finite(v) for v in percentile_ci(solve(base["draws"][:, 0], base["draws"][:, 1]), level)]
     return {"target_equivalent": t_eq, "ci": ci, "gain": t_eq / target_n,
             "extrapolated": bool(t_eq > max(base["sizes"]) or t_eq < min(base["sizes"])),
             "far": 10 * max(base["sizes"]) if not t_eq <= 10 * max(base["sizes"]) else None,

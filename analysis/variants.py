@@ -12,14 +12,10 @@ import numpy as np
 
 from analysis import coverage, transfer
 from analysis.fit import make_curve
-from analysis.report import _plt, log_analysis_run, safe_name, write_files
+from analysis.report import _fmt, _plt, log_analysis_run, safe_name, write_files
 from analysis.scaling import fit_curve
 from gnn.errors import InputError
 from sweeps.spec import sci
-
-
-def _fmt(v) -> str:
-    return "–" if v is None else (v if isinstance(v, str) else f"{v:.4g}")
 
 
 def analyze_transfer(experiment: str, tracking_uri: str, best, points, exp_id: str, *, out: Path,
@@ -51,14 +47,14 @@ def analyze_transfer(experiment: str, tracking_uri: str, best, points, exp_id: s
         pts = pts[(pts["n_train"] == t) & (pts["strategy"] == strategy) & (pts["source_n"] > 0)].sort_values("source_n")
         equivalent = []
         for p in pts.itertuples():
-            e = {"source_n": int(p.source_n), "loss": float(p.loss), "std": _clean(p.std), "seeds": int(p.seeds)}
+            e = {"source_n": int(p.source_n), "loss": float(p.loss), "std": transfer.finite(p.std), "seeds": int(p.seeds)}
             if law0 is not None:
                 measured = None if b_here.empty else float(b_here["loss"].iloc[0])
                 e.update(transfer.equivalent_target_samples(law0, float(p.loss), float(t), baseline_loss=measured))
             equivalent.append(e)
         result = {**(r or {"law": "transfer", "formula": transfer.FORMULA, "params": {}, "ci": {}, "aicc": None}),
                   "baseline": None if b_here.empty else {"loss": float(b_here["loss"].iloc[0]),
-                                                         "std": _clean(b_here["std"].iloc[0])},
+                                                         "std": transfer.finite(b_here["std"].iloc[0])},
                   "baseline_law": None if law0 is None else {"t0": law0["t0"], "beta": law0["beta"],
                                                              "sizes": law0["sizes"]},
                   "equivalent": equivalent, "fitted": r is not None}
@@ -78,10 +74,6 @@ def analyze_transfer(experiment: str, tracking_uri: str, best, points, exp_id: s
               + (f"; MLflow analysis run {run_id}" if run_id else ""))
     return {"groups": [{"name": g["name"], **g["result"]} for g in groups], "skipped": skipped, "run_id": run_id,
             "out": str(out)}
-
-
-def _clean(v) -> float | None:
-    return float(v) if v is not None and np.isfinite(v) else None
 
 
 def _transfer_text(name: str, r: dict) -> str:
@@ -240,8 +232,8 @@ def _coverage_markdown(experiment: str, metric: str, groups: list[dict]) -> str:
         lines += [f"## {g['name']}", "", "| D | strategy | loss | ± std | seeds | diversity | elements |",
                   "|---|---|---|---|---|---|---|"]
         for row in sorted(g["table"], key=lambda r: (r["n_train"], r["subset"])):
-            lines.append(f"| {int(row['n_train'])} | {row['subset']} | {_fmt(row['loss'])} | {_fmt(_clean(row['std']))} | "
-                         f"{int(row['seeds'])} | {_fmt(_clean(row['diversity']))} | {_fmt(_clean(row['elements']))} |")
+            lines.append(f"| {int(row['n_train'])} | {row['subset']} | {_fmt(row['loss'])} | {_fmt(transfer.finite(row['std']))} | "
+                         f"{int(row['seeds'])} | {_fmt(transfer.finite(row['diversity']))} | {_fmt(transfer.finite(row['elements']))} |")
         lines.append("")
         for s, e in g["exponents"].items():
             lines.append(f"- `{s}`: alpha = {e['alpha']:.3g} (CI [{_fmt(e['ci'][0])}, {_fmt(e['ci'][1])}])")

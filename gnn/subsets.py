@@ -157,7 +157,7 @@ def order(store, train_idx: np.ndarray, strategy: str, subset_seed: int = 0, n_m
         return pool[np.lexsort((rng.random(len(pool)), key))]
     n_max = len(pool) if n_max is None else min(int(n_max), len(pool))
     name = f"diverse-seed{subset_seed}-{_digest(pool)}"
-    cached = _cached(store, name, lambda: None)
+    cached = _load(store, name)
     if cached is None or len(cached) < n_max:
         cached = _farthest_points(descriptors(store)[pool], n_max, rng)
         _write_cache(store, name, cached)
@@ -205,7 +205,7 @@ def subset_stats(store, idx: np.ndarray) -> dict[str, float]:
     idx = np.asarray(idx)
     d = descriptors(store)[idx]
     formulas = {store.formulas[i] for i in idx}
-    return {"subset_elements": float((fractions(store)[idx] > 0).any(axis=0).sum()),
+    return {"subset_elements": float((d[:, :100] > 0).any(axis=0).sum()),  # the element-fraction columns
             "subset_formulas": float(len(formulas)),
             "subset_diversity": float(np.sqrt(((d - d.mean(0)) ** 2).sum(axis=1).mean()))}
 
@@ -220,13 +220,16 @@ def _cache_file(store, name: str) -> Path:
     return Path(store.path) / "subsets" / f"{name}-{store.meta['content_hash'][:10]}.npy"
 
 
+def _load(store, name: str) -> np.ndarray | None:
+    path = _cache_file(store, name)
+    return np.load(path) if path.exists() else None
+
+
 def _cached(store, name: str, compute):
     """A per-store cached array (computed and written when missing; a read-only store is not cached)."""
-    path = _cache_file(store, name)
-    if path.exists():
-        return np.load(path)
-    value = compute()
-    if value is not None:
+    value = _load(store, name)
+    if value is None:
+        value = compute()
         _write_cache(store, name, value)
     return value
 

@@ -31,7 +31,7 @@ import torch
 
 from gnn.errors import InputError
 
-FROZEN_PREFIXES = {"heads": ("embed.", "rbf.", "blocks.", "pool.")}
+BACKBONE = ("embed.", "rbf.", "blocks.", "pool.")  #: parameter-name prefixes of everything but the heads
 
 
 def parse_strategy(strategy: str, num_layers: int | None = None, **where) -> tuple[str, int]:
@@ -74,7 +74,7 @@ def freeze(model: torch.nn.Module, strategy: str) -> int:
     """Set ``requires_grad`` by the strategy; returns the number of trainable parameters left."""
     kind, k = parse_strategy(strategy, len(model.blocks), field="strategy")
     if kind == "heads":
-        frozen = FROZEN_PREFIXES["heads"]
+        frozen = BACKBONE
     elif kind == "freeze":
         frozen = ("embed.", "rbf.") + tuple(f"blocks.{i}." for i in range(k))
     else:
