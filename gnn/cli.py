@@ -29,7 +29,8 @@ def _cmd_import(args) -> None:
     from gnn.readers import import_store
 
     path = import_store(args.kind, args.src, args.out, targets=_targets(args.targets), points=args.points,
-                        cutoff=args.cutoff, overwrite=args.overwrite, workers=args.workers)
+                        cutoff=args.cutoff, overwrite=args.overwrite, workers=args.workers,
+                        min_distance_a=args.min_distance)
     _print_info(path, args.json)
 
 
@@ -105,6 +106,7 @@ def register(sub) -> None:
     p.add_argument("--points", type=int, help="optimetal: resample ε onto this many points")
     p.add_argument("--cutoff", type=float, default=5.5, help="graph cutoff in Å (default 5.5)")
     p.add_argument("--workers", type=int, help="processes for graph building (default: all cores)")
+    p.add_argument("--min-distance", type=float, help="reject atoms closer than this, in Å (default 0.5; 0: no check)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--json", action="store_true", help="print the store summary as JSON")
     p.set_defaults(func=_cmd_import)

@@ -39,6 +39,14 @@ if TYPE_CHECKING:
 FORMAT = "matscale-store/1"
 SPECTRUM = "eps"  #: the one spectrum target: complex interband dielectric function
 MAX_ATOMS_PER_CELL = 32767  #: graph files keep atom indices as int16
+#: Å; atoms closer than this are rejected as overlapping (a duplicated site, a wrong unit or a broken cell).
+#: The shortest real bond is H–H at 0.74 Å; the shortest in the bundled data is O–H at 0.97 Å (Petousis et al.),
+#: the OptiMetal samples have none under 2 Å and the synthetic metals none under 1.7 Å, so 0.5 Å only ever
+#: catches atoms that cannot both be there. Change it with ``--min-distance`` (0 turns the check off).
+DEFAULT_MIN_DISTANCE_A = 0.5
+REBUILD = ("delete the store folder (a sweep rebuilds it) or write it again with `matscale data import` or "
+           "`matscale data synth` and --overwrite")
+META_KEYS = ("kind", "source", "n", "n_atoms", "targets", "content_hash", "ids", "formulas", "sources")
 
 
 @dataclass
@@ -64,7 +72,7 @@ def _target_spec(name: str) -> dict:
     return {"kind": "scalar"}
 
 
-def _structure_arrays(entry: Entry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _structure_arrays(entry: Entry, min_distance_a: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s = entry.structure
     where = dict(file=entry.source, entry=entry.id, field="structure")
     if len(s) == 0:
@@ -83,7 +91,21 @@ def _structure_arrays(entry: Entry) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         raise InputError("non-finite lattice or coordinates", **where)
     if abs(np.linalg.det(cell)) < 1e-6:
         raise InputError("lattice has zero volume", **where)
+    _check_min_distance(s, pos, cell, min_distance_a, where)
     return numbers, pos, cell
+
+
+def _check_min_distance(s: Structure, pos: np.ndarray, cell: np.ndarray, min_distance_a: float, where: dict) -> None:
+    """No two atoms (periodic images included) closer than ``min_distance_a`` Å."""
+    from gnn.graphs import closest_pair
+
+    pair = closest_pair(pos, cell, min_distance_a) if min_distance_a > 0 else None
+    if pair is not None:
+        i, j, d = pair
+        what = f"atom {i} ({s[i].species_string}) is {d:.3f} Å from its own periodic image" if i == j else \
+            f"atoms {i} ({s[i].species_string}) and {j} ({s[j].species_string}) are {d:.3f} Å apart"
+        raise InputError(f"{what}, closer than the minimum {min_distance_a:g} Å (overlapping atoms?); fix the "
+                         "structure, or lower --min-distance (a spec's dataset.import.min_distance)", **where)
 
 
 def _check_targets(entry: Entry, names: list[str], n_points: int | None) -> dict[str, np.ndarray]:
@@ -126,10 +148,11 @@ def check_grid(omega_ev, *, file=None, entry=None) -> np.ndarray:
 
 def write_store(entries: Iterable[Entry], out: str | Path, *, kind: str, source: str,
                 omega_ev=None, cutoff: float = 5.5, overwrite: bool = False, workers: int | None = None,
-                progress: bool = True, extra_meta: dict | None = None) -> Path:
+                progress: bool = True, extra_meta: dict | None = None, min_distance_a: float | None = None) -> Path:
     """Validate ``entries`` and write a store to ``out``, with its graphs for ``cutoff`` already built.
 
-    The target names are those of the first entry; every entry must have the same ones. Raises
+    The target names are those of the first entry; every entry must have the same ones. Atoms closer than
+    ``min_distance_a`` Å (default :data:`DEFAULT_MIN_DISTANCE_A`; 0: no check) are an error. Raises
     :class:`InputError` on the first bad entry, leaving no partial folder.
     """
     from tqdm.auto import tqdm
@@ -141,6 +164,9 @@ def write_store(entries: Iterable[Entry], out: str | Path, *, kind: str, source:
         raise InputError("output already exists (pass --overwrite to replace it)", file=out)
     grid = None if omega_ev is None else check_grid(omega_ev, file=source)
     n_points = None if grid is None else grid.size
+    min_distance_a = DEFAULT_MIN_DISTANCE_A if min_distance_a is None else min_distance_a
+    if not (np.isfinite(min_distance_a) and min_distance_a >= 0):
+        raise InputError(f"must be a distance ≥ 0 Å, got {min_distance_a!r}", field="min_distance")
 
     names: list[str] | None = None
     numbers, pos, cells, counts, ids, formulas, sources = [], [], [], [], [], [], []
@@ -162,7 +188,7 @@ def write_store(entries: Iterable[Entry], out: str | Path, *, kind: str, source:
         if entry.id in seen:
             raise InputError("duplicate id", file=entry.source, entry=entry.id, field="id")
         seen.add(entry.id)
-        z, p, c = _structure_arrays(entry)
+        z, p, c = _structure_arrays(entry, min_distance_a)
         t = _check_targets(entry, names, n_points)
         numbers.append(z), pos.append(p), cells.append(c), counts.append(len(z))
         ids.append(entry.id), formulas.append(entry.structure.composition.reduced_formula)
@@ -220,21 +246,80 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def damage(file: Path, exc: BaseException) -> str:
+    """What is wrong with a file that failed to load, in a few words: empty, or corrupt (and the error, short)."""
+    if file.is_file() and file.stat().st_size == 0:
+        return "empty file"
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 80 else text[:80].rsplit(" ", 1)[0] + " …"
+    return f"corrupt or truncated file ({type(exc).__name__}{': ' + text if text else ''})"
+
+
+def read_meta(store_dir: str | Path) -> dict:
+    """A store's ``meta.json``, checked: a JSON object of this format with every field readers use."""
+    store_dir = Path(store_dir)
+    meta_file = store_dir / "meta.json"
+    if not meta_file.is_file():
+        raise InputError("not a matscale store (no meta.json); create one with `matscale data import` "
+                         "or `matscale data synth`", file=store_dir)
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise InputError(f"{damage(meta_file, exc)}; {REBUILD}", file=meta_file) from None
+    if not isinstance(meta, dict):
+        raise InputError(f"corrupt: expected a JSON object, got {type(meta).__name__}; {REBUILD}", file=meta_file)
+    if meta.get("format") != FORMAT:
+        raise InputError(f"unsupported store format {meta.get('format')!r}", file=meta_file, field="format")
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise InputError(f"corrupt: missing; {REBUILD}", file=meta_file, field=missing[0])
+    for key in ("n", "n_atoms"):
+        if isinstance(meta[key], bool) or not isinstance(meta[key], int) or meta[key] < 0:
+            raise InputError(f"corrupt: expected a count, got {meta[key]!r:.40}; {REBUILD}", file=meta_file, field=key)
+    if not isinstance(meta["targets"], dict):
+        raise InputError(f"corrupt: expected an object, got {meta['targets']!r:.40}; {REBUILD}", file=meta_file,
+                         field="targets")
+    n = meta["n"]
+    for key in ("ids", "formulas", "sources"):
+        if not isinstance(meta[key], list) or len(meta[key]) != n:
+            raise InputError(f"corrupt: expected a list of n = {n!r} entries; {REBUILD}", file=meta_file, field=key)
+    return meta
+
+
+def load_tensors(store_dir: Path, meta: dict) -> dict[str, torch.Tensor]:
+    """``data.pt``, memory-mapped, with the tensors and shapes ``meta.json`` promises."""
+    file = store_dir / "data.pt"
+    if not file.is_file():
+        raise InputError(f"missing; {REBUILD}", file=file)
+    try:
+        tensors = torch.load(file, mmap=True, weights_only=True)
+    except Exception as exc:  # torch raises many types (RuntimeError, EOFError, UnpicklingError) on damaged files
+        raise InputError(f"{damage(file, exc)}; {REBUILD}", file=file) from None
+    n, n_atoms = meta["n"], meta["n_atoms"]
+    shapes = {"numbers": (n_atoms,), "pos": (n_atoms, 3), "cell": (n, 3, 3), "node_ptr": (n + 1,),
+              **{f"y_{t}": (n,) for t in meta["targets"]}}
+    for key, shape in shapes.items():
+        got = tensors.get(key) if isinstance(tensors, dict) else None
+        if not isinstance(got, torch.Tensor) or tuple(got.shape[:len(shape)]) != shape:
+            what = "missing" if got is None else f"shape {tuple(getattr(got, 'shape', ()))}"
+            raise InputError(f"corrupt: {what}, expected {shape} for the {n} structures of meta.json; {REBUILD}",
+                             file=file, field=key)
+    if int(tensors["node_ptr"][0]) != 0 or int(tensors["node_ptr"][-1]) != n_atoms:
+        raise InputError(f"corrupt: does not span the {n_atoms} atoms of meta.json; {REBUILD}", file=file,
+                         field="node_ptr")
+    return tensors
+
+
 class Store:
-    """A store opened for reading; tensors are memory-mapped, so opening is cheap and shared."""
+    """A store opened for reading; tensors are memory-mapped, so opening is cheap and shared.
+
+    A missing, truncated or corrupt ``meta.json`` or ``data.pt`` is an :class:`InputError` naming the file.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        meta_file = self.path / "meta.json"
-        if not meta_file.is_file():
-            raise InputError("not a matscale store (no meta.json); create one with `matscale data import` "
-                             "or `matscale data synth`", file=self.path)
-        self.meta = json.loads(meta_file.read_text())
-        if self.meta.get("format") != FORMAT:
-            raise InputError(f"unsupported store format {self.meta.get('format')!r}", file=meta_file,
-                             field="format")
-        self.tensors: dict[str, torch.Tensor] = torch.load(self.path / "data.pt", mmap=True,
-                                                           weights_only=True)
+        self.meta = read_meta(self.path)
+        self.tensors: dict[str, torch.Tensor] = load_tensors(self.path, self.meta)
 
     def __len__(self) -> int:
         return int(self.meta["n"])
@@ -285,7 +370,7 @@ class Store:
             "targets": targets,
             "omega_ev": None if grid is None else {"points": int(grid.size), "min": float(grid[0]),
                                                    "max": float(grid[-1])},
-            "graphs": list_graph_files(self.path),
+            "graphs": list_graph_files(self.path, len(self)),
             "content_hash": self.meta["content_hash"],
             "bytes": {"data": (self.path / "data.pt").stat().st_size},
         }

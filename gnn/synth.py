@@ -131,13 +131,24 @@ GAP_KEYS = {"shift_ev": 0.0, "broaden": 1.0, "drude_scale": 1.0}
 
 def check_gap(gap: dict | None, **where) -> dict:
     """The gap with defaults filled in; unknown keys or non-physical values are :class:`InputError`."""
+    if gap is not None and not isinstance(gap, dict):
+        raise InputError(f"must be a mapping of {', '.join(GAP_KEYS)}, got {gap!r:.60}", field="gap", **where)
     gap = dict(gap or {})
     unknown = sorted(set(gap) - set(GAP_KEYS))
     if unknown:
         raise InputError(f"unknown gap key (allowed: {', '.join(GAP_KEYS)})", field=f"gap.{unknown[0]}", **where)
-    out = {k: float(gap.get(k, v)) for k, v in GAP_KEYS.items()}
+    out = {}
+    for k, default in GAP_KEYS.items():
+        value = gap.get(k, default)
+        try:
+            out[k] = float("nan") if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            out[k] = float("nan")
+        if not np.isfinite(out[k]):
+            raise InputError(f"{k} must be a finite number, got {value!r}", field=f"gap.{k}", **where)
     if out["broaden"] <= 0 or out["drude_scale"] <= 0:
-        raise InputError("broaden and drude_scale must be positive", field="gap", **where)
+        raise InputError(f"broaden and drude_scale must be positive, got broaden {out['broaden']:g}, "
+                         f"drude_scale {out['drude_scale']:g}", field="gap", **where)
     return out
 
 

@@ -6,6 +6,7 @@ training budget, the HPO search (Optuna, one study per scaling point) and the re
     experiment: matscale-demo
     dataset:
       synthetic: {n: 2000, points: 41, seed: 0, noise: 0.05}   # or  store: PATH  or  import: {kind: petousis, src: PATH}
+                                                                # (import also takes targets, points, min_distance)
       cutoff: 5.5
     targets: [eps, drude]
     loss_weights: {drude: 1.0}
@@ -65,7 +66,7 @@ TOP_KEYS = {"experiment", "dataset", "targets", "loss_weights", "archs", "axes",
             "num_threads", "description", "transfer"}
 DATASET_KEYS = {"synthetic", "store", "import", "cutoff", "data_dir"}
 SYNTH_KEYS = {"n", "points", "seed", "noise", "gap"}
-IMPORT_KEYS = {"kind", "src", "targets", "points"}
+IMPORT_KEYS = {"kind", "src", "targets", "points", "min_distance"}
 AXES_KEYS = {"n_train", "target_n", "data_fractions", "n_params", "seeds", "subset", "source_n"}
 TRANSFER_KEYS = {"source", "source_targets", "strategy", "pretrain"}
 PRETRAIN_KEYS = {"epochs", "lr", "batch_size", "weight_decay", "patience"}
@@ -74,6 +75,9 @@ HPO_KEYS = {"trials_per_point", "space", "early_stopping", "sampler"}
 STOP_KEYS = {"type", "grace_epochs", "reduction_factor", "min_trials"}
 RESOURCE_KEYS = {"cpu", "gpu"}
 SEARCHABLE = {"lr": float, "weight_decay": float, "batch_size": int, "warmup_frac": float, "grad_clip": float}
+#: (minimum, strictly above it, below) of each searchable value, as gnn.train.TrainConfig.validate requires
+SEARCH_RANGES = {"lr": (0, True, None), "weight_decay": (0, False, None), "batch_size": (1, False, None),
+                 "warmup_frac": (0, False, 1), "grad_clip": (0, False, None)}
 DISTRIBUTIONS = {"log_uniform", "uniform", "int", "log_int", "choice"}
 #: fields that change what a trial computes; the spec hash covers exactly these
 HASHED = ("dataset", "targets", "loss_weights", "archs", "axes", "budget", "hpo", "transfer")
@@ -195,27 +199,91 @@ def _where(path: str, key: str) -> dict:
 
 def _check_keys(d: Any, allowed: set, path: str, prefix: str) -> dict:
     if not isinstance(d, dict):
-        raise InputError(f"expected a mapping, got {type(d).__name__}", **_where(path, prefix.rstrip(".")))
+        raise InputError(f"expected a mapping, got {d!r:.60}", **_where(path, prefix.rstrip(".")))
     unknown = sorted(set(d) - allowed)
     if unknown:
         raise InputError(f"unknown key (allowed: {', '.join(sorted(allowed))})", **_where(path, prefix + unknown[0]))
     return d
 
 
-def _number_list(values: Any, path: str, key: str, *, kind=float, positive=True) -> list:
+def _parse_number(value: Any, kind: type) -> int | float | None:
+    """``value`` as a finite ``kind`` (int or float), or None if it is not one.
+
+    Numeric strings count (YAML reads ``1e-3`` and ``${VAR}`` as strings); bools, words, NaN, ±inf and, for
+    ``int``, non-integral values do not.
+    """
+    if isinstance(value, str):
+        try:
+            value = int(value) if kind is int and value.strip().lstrip("+-").isdigit() else float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    if kind is int:
+        return int(value) if value == int(value) else None
+    return float(value)
+
+
+def _number(value: Any, path: str, key: str, *, kind: type = float, minimum: float | None = None,
+            strict: bool = False, below: float | None = None) -> int | float:
+    """A finite number of ``kind`` (int or float) that is ≥ ``minimum`` (> with ``strict``) and < ``below``;
+    anything else is an :class:`InputError` naming the field and the value."""
+    x = _parse_number(value, kind)
+    low = minimum is not None and x is not None and (x <= minimum if strict else x < minimum)
+    high = below is not None and x is not None and x >= below
+    if x is None or low or high:
+        bounds = ([] if minimum is None else [f"{'>' if strict else '≥'} {minimum:g}"]) + \
+                 ([] if below is None else [f"< {below:g}"])
+        what = "an integer" if kind is int else "a number"
+        raise InputError(f"must be {what}{' ' + ' and '.join(bounds) if bounds else ''}, got {value!r}",
+                         **_where(path, key))
+    return x
+
+
+def _optional_number(value: Any, path: str, key: str, **bounds) -> int | float | None:
+    """:func:`_number`, or None where the spec leaves the field empty."""
+    return None if value is None else _number(value, path, key, **bounds)
+
+
+def _as_written(value: Any, checked: Any) -> Any:
+    """A field the spec hash covers as written: a number stays as the spec wrote it (so the hash of existing
+    specs does not change), other accepted forms (numeric strings) become the checked value."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else checked
+
+
+def _flag(value: Any, path: str, key: str) -> bool:
+    """A boolean field: true or false (also the strings ``true``/``false`` that ``${VAR}`` gives)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise InputError(f"must be true or false, got {value!r}", **_where(path, key))
+
+
+def _text(value: Any, path: str, key: str, *, empty: bool = False) -> str:
+    """A string field (a name, a path, a URI); non-empty unless ``empty``."""
+    if not isinstance(value, str) or not (empty or value.strip()):
+        raise InputError(f"must be a{'' if empty else ' non-empty'} string, got {value!r:.60}", **_where(path, key))
+    return value
+
+
+def _text_list(values: Any, path: str, key: str) -> list[str] | None:
+    """An optional non-empty list of strings (target names)."""
+    if values is None:
+        return None
+    if not isinstance(values, list) or not values:
+        raise InputError(f"must be a non-empty list, got {values!r}", **_where(path, key))
+    for v in values:
+        _text(v, path, key)
+    return values
+
+
+def _number_list(values: Any, path: str, key: str, *, kind: type = float, minimum: float | None = 0,
+                 strict: bool = True) -> list:
+    """A non-empty list of distinct numbers, each checked by :func:`_number` (default: all > 0)."""
     if not isinstance(values, list) or not values:
         raise InputError("must be a non-empty list", **_where(path, key))
-    out = []
-    for v in values:
-        try:
-            x = kind(v) if kind is float else int(v)
-        except (TypeError, ValueError):
-            raise InputError(f"not a number: {v!r}", **_where(path, key)) from None
-        if kind is int and isinstance(v, float) and v != int(v):
-            raise InputError(f"not an integer: {v!r}", **_where(path, key))
-        if positive and not x > 0:
-            raise InputError(f"must be positive, got {v!r}", **_where(path, key))
-        out.append(x)
+    out = [_number(v, path, key, kind=kind, minimum=minimum, strict=strict) for v in values]
     if len(set(out)) != len(out):
         raise InputError("has repeated values", **_where(path, key))
     return out
@@ -236,15 +304,18 @@ def _expand(obj: Any, path: str | Path | None = None, key: str = "") -> Any:
     return obj
 
 
+def _search_value(name: str, value: Any, path: str, key: str, kind: type | None = None) -> int | float:
+    """One value of a searchable hyperparameter: its type (or ``kind``) and range (:data:`SEARCH_RANGES`)."""
+    minimum, strict, below = SEARCH_RANGES[name]
+    return _number(value, path, key, kind=kind or SEARCHABLE[name], minimum=minimum, strict=strict, below=below)
+
+
 def _check_space(space: Any, path: str) -> dict:
     space = _check_keys(space or {}, set(SEARCHABLE), path, "hpo.space.")
-    for name, dist in space.items():
+    for name, dist in space.items():  # checked, but kept as written: the spec hash covers it
         key = f"hpo.space.{name}"
         if not isinstance(dist, dict):  # a fixed value
-            try:
-                SEARCHABLE[name](dist)
-            except (TypeError, ValueError):
-                raise InputError(f"not a valid value: {dist!r}", **_where(path, key)) from None
+            _search_value(name, dist, path, key)
             continue
         if len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
             raise InputError(f"expected one of {', '.join(sorted(DISTRIBUTIONS))} or a fixed value",
@@ -253,10 +324,13 @@ def _check_space(space: Any, path: str) -> dict:
         if kind == "choice":
             if not isinstance(args, list) or not args:
                 raise InputError("choice needs a non-empty list", **_where(path, key))
+            for v in args:
+                _search_value(name, v, path, key)
             continue
         if not isinstance(args, list) or len(args) != 2:
             raise InputError(f"{kind} needs [low, high]", **_where(path, key))
-        lo, hi = (float(a) for a in args)
+        lo, hi = (_search_value(name, a, path, key, kind=int if kind in ("int", "log_int") else float)
+                  for a in args)
         if not lo < hi or (kind.startswith("log") and lo <= 0):
             raise InputError(f"{kind} needs 0 < low < high (log) or low < high, got {args}", **_where(path, key))
     return space
@@ -279,9 +353,7 @@ def _check_axes(axes: Any, path: str, prefix: str, transfer: bool) -> dict:
                              **_where(path, prefix + "source_n"))
         if "n_train" not in axes and "data_fractions" not in axes:
             axes["data_fractions"] = [1.0]  # the whole target training split
-        sizes = _number_list(axes["source_n"], path, prefix + "source_n", kind=int, positive=False)
-        if min(sizes) < 0:
-            raise InputError("sizes must be ≥ 0", **_where(path, prefix + "source_n"))
+        sizes = _number_list(axes["source_n"], path, prefix + "source_n", kind=int, strict=False)
         axes["source_n"] = [0] + sorted(set(sizes) - {0})  # the no-pretraining baseline comes with every sweep
     elif "source_n" in axes:
         raise InputError("source_n needs a transfer section (what to pretrain on)", **_where(path, prefix + "source_n"))
@@ -304,7 +376,7 @@ def _check_axes(axes: Any, path: str, prefix: str, transfer: bool) -> dict:
     if "n_params" not in axes:
         raise InputError("missing", **_where(path, prefix + "n_params"))
     axes["n_params"] = _number_list(axes["n_params"], path, prefix + "n_params")
-    axes["seeds"] = _number_list(axes.get("seeds", [0]), path, prefix + "seeds", kind=int, positive=False)
+    axes["seeds"] = _number_list(axes.get("seeds", [0]), path, prefix + "seeds", kind=int, minimum=None)
     return axes
 
 
@@ -318,24 +390,42 @@ def _check_dataset(ds: Any, path: str, key: str) -> dict:
         raise InputError("give exactly one of synthetic, store, import", **_where(path, key))
     if "synthetic" in ds:
         synth = _check_keys(ds["synthetic"] or {}, SYNTH_KEYS, path, f"{key}.synthetic.")
-        if int(synth.get("n", 0)) < 10:
-            raise InputError("n must be ≥ 10", **_where(path, f"{key}.synthetic.n"))
-        ds["synthetic"] = {"n": int(synth["n"]), "points": int(synth.get("points", 101)),
-                           "seed": int(synth.get("seed", 0)), "noise": float(synth.get("noise", 0.05))}
+        sk = f"{key}.synthetic."
+        ds["synthetic"] = {"n": _number(synth.get("n"), path, sk + "n", kind=int, minimum=10),
+                           "points": _number(synth.get("points", 101), path, sk + "points", kind=int, minimum=2),
+                           "seed": _number(synth.get("seed", 0), path, sk + "seed", kind=int, minimum=0),
+                           "noise": _number(synth.get("noise", 0.05), path, sk + "noise", minimum=0)}
         if synth.get("gap"):
             try:
                 ds["synthetic"]["gap"] = check_gap(synth["gap"])
             except InputError as exc:
                 raise InputError(str(exc).split(": ", 1)[-1], **_where(path, f"{key}.synthetic.gap")) from None
     if "import" in ds:
-        imp = _check_keys(ds["import"], IMPORT_KEYS, path, f"{key}.import.")
-        for k in ("kind", "src"):
-            if k not in imp:
-                raise InputError("missing", **_where(path, f"{key}.import.{k}"))
-    ds["cutoff"] = float(ds.get("cutoff", 5.5))
-    if not ds["cutoff"] > 0:
-        raise InputError("must be positive", **_where(path, f"{key}.cutoff"))
+        ds["import"] = _check_import(ds["import"], path, f"{key}.import.")
+    for k in ("store", "data_dir"):
+        if k in ds:
+            _text(ds[k], path, f"{key}.{k}")
+    ds["cutoff"] = _number(ds.get("cutoff", 5.5), path, f"{key}.cutoff", minimum=0, strict=True)
     return ds
+
+
+def _check_import(imp: Any, path: str, prefix: str) -> dict:
+    """A ``dataset.import`` block; kept as written (it names the store folder and the spec hash covers it),
+    except that numeric strings become numbers."""
+    from gnn.readers import READERS
+
+    imp = _check_keys(imp, IMPORT_KEYS, path, prefix)
+    for k in ("kind", "src"):
+        if k not in imp:
+            raise InputError("missing", **_where(path, prefix + k))
+    if imp["kind"] not in READERS:
+        raise InputError(f"unknown data kind {imp['kind']!r}; choose one of {', '.join(READERS)}",
+                         **_where(path, prefix + "kind"))
+    _text(imp["src"], path, prefix + "src")
+    _text_list(imp.get("targets"), path, prefix + "targets")
+    checked = {"points": _optional_number(imp.get("points"), path, prefix + "points", kind=int, minimum=2),
+               "min_distance": _optional_number(imp.get("min_distance"), path, prefix + "min_distance", minimum=0)}
+    return {**imp, **{k: _as_written(imp[k], v) for k, v in checked.items() if k in imp}}
 
 
 def _check_transfer(tr: Any, path: str) -> dict | None:
@@ -348,21 +438,19 @@ def _check_transfer(tr: Any, path: str) -> dict | None:
     if "source" not in tr:
         raise InputError("missing (the pretraining data, a dataset block)", **_where(path, "transfer.source"))
     source = _check_dataset(tr["source"], path, "transfer.source")
-    targets = tr.get("source_targets")
-    if targets is not None and (not isinstance(targets, list) or not targets):
-        raise InputError("must be a non-empty list", **_where(path, "transfer.source_targets"))
-    strategy = str(tr.get("strategy", "full"))
+    targets = _text_list(tr.get("source_targets"), path, "transfer.source_targets")
+    strategy = _text(tr.get("strategy", "full"), path, "transfer.strategy")
     parse_strategy(strategy, **_where(path, "transfer.strategy"))
     pre = dict(_check_keys(tr.get("pretrain") or {}, PRETRAIN_KEYS, path, "transfer.pretrain."))
-    try:
-        pre = {"epochs": int(pre.get("epochs", 10)), "lr": float(pre.get("lr", 1e-3)),
-               "batch_size": int(pre.get("batch_size", 32)), "weight_decay": float(pre.get("weight_decay", 1e-2)),
-               "patience": None if pre.get("patience") is None else int(pre["patience"])}
-    except (TypeError, ValueError):
-        raise InputError("epochs, batch_size, patience must be integers; lr, weight_decay numbers",
-                         **_where(path, "transfer.pretrain")) from None
+    pk = "transfer.pretrain."
+    pre = {"epochs": _number(pre.get("epochs", 10), path, pk + "epochs", kind=int),
+           "lr": _number(pre.get("lr", 1e-3), path, pk + "lr"),
+           "batch_size": _number(pre.get("batch_size", 32), path, pk + "batch_size", kind=int),
+           "weight_decay": _number(pre.get("weight_decay", 1e-2), path, pk + "weight_decay", minimum=0),
+           "patience": _optional_number(pre.get("patience"), path, pk + "patience", kind=int, minimum=0)}
     if pre["epochs"] < 1 or pre["batch_size"] < 1 or pre["lr"] <= 0:
-        raise InputError("epochs and batch_size must be ≥ 1, lr > 0", **_where(path, "transfer.pretrain"))
+        raise InputError(f"epochs and batch_size must be ≥ 1, lr > 0, got epochs {pre['epochs']}, batch_size "
+                         f"{pre['batch_size']}, lr {pre['lr']:g}", **_where(path, "transfer.pretrain"))
     return {"source": source, "source_targets": targets, "strategy": strategy, "pretrain": pre}
 
 
@@ -388,7 +476,8 @@ def validate(raw: dict, path: str = "<spec>") -> Spec:
         if key not in raw:
             raise InputError("missing", **_where(path, key))
     if not isinstance(raw["experiment"], str) or not re.fullmatch(r"[\w.\-]+", raw["experiment"]):
-        raise InputError("experiment must be a name of letters, digits, '_', '-', '.'", **_where(path, "experiment"))
+        raise InputError(f"experiment must be a name of letters, digits, '_', '-', '.', got {raw['experiment']!r}",
+                         **_where(path, "experiment"))
 
     ds = _check_dataset(raw["dataset"], path, "dataset")
 
@@ -396,7 +485,7 @@ def validate(raw: dict, path: str = "<spec>") -> Spec:
     if not isinstance(archs, list) or not archs:
         raise InputError("must be a non-empty list", **_where(path, "archs"))
     for a in archs:
-        if a not in ARCHS:
+        if not isinstance(a, str) or a not in ARCHS:
             raise InputError(f"unknown arch {a!r}; choose from {', '.join(ARCHS)}", **_where(path, "archs"))
 
     blocks = raw["axes"] if isinstance(raw["axes"], list) else [raw["axes"]]
@@ -406,53 +495,73 @@ def validate(raw: dict, path: str = "<spec>") -> Spec:
     axes = [_check_axes(b, path, "axes." if len(blocks) == 1 else f"axes[{i}].", transfer is not None)
             for i, b in enumerate(blocks)]
 
-    budget = _check_keys(raw["budget"], BUDGET_KEYS, path, "budget.")
-    if int(budget.get("epochs", 0)) < 1:
-        raise InputError("must be ≥ 1", **_where(path, "budget.epochs"))
-    budget = {"epochs": int(budget["epochs"]), "max_steps": budget.get("max_steps"),
-              "patience": budget.get("patience", 10)}
+    weights = raw.get("loss_weights") or {}
+    if not isinstance(weights, dict):
+        raise InputError(f"must map targets to non-negative numbers, got {weights!r:.60}",
+                         **_where(path, "loss_weights"))
+    weights = {k: _number(v, path, f"loss_weights.{k}", minimum=0) for k, v in weights.items()}
+    return Spec(experiment=raw["experiment"], dataset=ds, targets=_text_list(raw.get("targets"), path, "targets"),
+                archs=list(archs), axes=axes, budget=_check_budget(raw["budget"], path),
+                hpo=_check_hpo(raw.get("hpo"), path), loss_weights=weights,
+                resources=_check_resources(raw.get("resources", {"cpu": 1, "gpu": 0}), path),
+                tracking_uri=_text(raw.get("tracking_uri", "sqlite:///runs/mlflow.db"), path, "tracking_uri"),
+                storage_path=_text(raw.get("storage_path", "runs/ray"), path, "storage_path"),
+                max_concurrent=_optional_number(raw.get("max_concurrent"), path, "max_concurrent", kind=int,
+                                                minimum=1),
+                max_failures=_number(raw.get("max_failures", 2), path, "max_failures", kind=int, minimum=0),
+                save_checkpoint=_flag(raw.get("save_checkpoint", False), path, "save_checkpoint"),
+                system_metrics=_flag(raw.get("system_metrics", True), path, "system_metrics"),
+                num_threads=_optional_number(raw.get("num_threads"), path, "num_threads", kind=int, minimum=1),
+                description=_text(raw.get("description") or "", path, "description", empty=True),
+                transfer=transfer, path=path)
 
-    hpo = _check_keys(raw.get("hpo") or {}, HPO_KEYS, path, "hpo.")
-    tpp = hpo.get("trials_per_point", 1)
-    if not isinstance(tpp, int) or tpp < 1:
-        raise InputError("must be an integer ≥ 1", **_where(path, "hpo.trials_per_point"))
+
+def _check_budget(budget: Any, path: str) -> dict:
+    """The ``budget`` section: epochs, and the optional max_steps and patience (kept as written)."""
+    budget = _check_keys(budget, BUDGET_KEYS, path, "budget.")
+    max_steps, patience = budget.get("max_steps"), budget.get("patience", 10)
+    return {"epochs": _number(budget.get("epochs"), path, "budget.epochs", kind=int, minimum=1),
+            "max_steps": _as_written(max_steps, _optional_number(max_steps, path, "budget.max_steps", kind=int,
+                                                                 minimum=1)),
+            "patience": _as_written(patience, _optional_number(patience, path, "budget.patience", kind=int,
+                                                               minimum=0))}
+
+
+def _check_hpo(hpo: Any, path: str) -> dict:
+    """The ``hpo`` section with defaults: trials per point, search space, early stopping, sampler."""
+    hpo = _check_keys(hpo or {}, HPO_KEYS, path, "hpo.")
     stop = _check_keys(hpo.get("early_stopping") or {"type": "none"}, STOP_KEYS, path, "hpo.early_stopping.")
     if stop.get("type", "none") not in ("asha", "median", "none"):
-        raise InputError("type must be asha, median or none", **_where(path, "hpo.early_stopping.type"))
+        raise InputError(f"type must be asha, median or none, got {stop['type']!r}",
+                         **_where(path, "hpo.early_stopping.type"))
     sampler = hpo.get("sampler", "tpe")
     if sampler not in ("tpe", "random"):
-        raise InputError("must be tpe or random", **_where(path, "hpo.sampler"))
-    hpo = {"trials_per_point": tpp, "space": _check_space(hpo.get("space"), path),
-           "early_stopping": {"type": stop.get("type", "none"), "grace_epochs": int(stop.get("grace_epochs", 1)),
-                              "reduction_factor": float(stop.get("reduction_factor", 2)),
-                              "min_trials": int(stop.get("min_trials", 2))},
-           "sampler": sampler}
+        raise InputError(f"must be tpe or random, got {sampler!r}", **_where(path, "hpo.sampler"))
+    sk = "hpo.early_stopping."
+    return {"trials_per_point": _number(hpo.get("trials_per_point", 1), path, "hpo.trials_per_point", kind=int,
+                                        minimum=1),
+            "space": _check_space(hpo.get("space"), path),
+            "early_stopping": {"type": stop.get("type", "none"),
+                               "grace_epochs": _number(stop.get("grace_epochs", 1), path, sk + "grace_epochs",
+                                                       kind=int, minimum=1),
+                               "reduction_factor": _number(stop.get("reduction_factor", 2), path,
+                                                           sk + "reduction_factor", minimum=1, strict=True),
+                               "min_trials": _number(stop.get("min_trials", 2), path, sk + "min_trials", kind=int,
+                                                     minimum=1)},
+            "sampler": sampler}
 
-    resources = raw.get("resources", {"cpu": 1, "gpu": 0})
-    if resources != "auto":
-        resources = _check_keys(resources, RESOURCE_KEYS, path, "resources.")
-        cpu, gpu = float(resources.get("cpu", 1)), float(resources.get("gpu", 0))
-        if cpu <= 0 or gpu < 0 or (gpu > 1 and gpu != int(gpu)):
-            raise InputError("cpu must be > 0; gpu ≥ 0 and either fractional (≤ 1) or whole",
-                             **_where(path, "resources"))
-        resources = {"cpu": cpu, "gpu": gpu}
 
-    targets = raw.get("targets")
-    if targets is not None and (not isinstance(targets, list) or not targets):
-        raise InputError("must be a non-empty list", **_where(path, "targets"))
-    weights = raw.get("loss_weights") or {}
-    if not isinstance(weights, dict) or any(not isinstance(v, (int, float)) or v < 0 for v in weights.values()):
-        raise InputError("must map targets to non-negative numbers", **_where(path, "loss_weights"))
-    for key in ("max_concurrent", "num_threads"):
-        if raw.get(key) is not None and (not isinstance(raw[key], int) or raw[key] < 1):
-            raise InputError("must be an integer ≥ 1", **_where(path, key))
-    return Spec(experiment=raw["experiment"], dataset=ds, targets=targets, archs=list(archs), axes=axes,
-                budget=budget, hpo=hpo, loss_weights={k: float(v) for k, v in weights.items()},
-                resources=resources, tracking_uri=str(raw.get("tracking_uri", "sqlite:///runs/mlflow.db")),
-                storage_path=str(raw.get("storage_path", "runs/ray")), max_concurrent=raw.get("max_concurrent"),
-                max_failures=int(raw.get("max_failures", 2)), save_checkpoint=bool(raw.get("save_checkpoint", False)),
-                system_metrics=bool(raw.get("system_metrics", True)), num_threads=raw.get("num_threads"),
-                description=str(raw.get("description", "")), transfer=transfer, path=path)
+def _check_resources(resources: Any, path: str) -> dict | str:
+    """``auto``, or the CPUs (> 0) and GPUs (≥ 0, a fraction ≤ 1 or whole) of one trial."""
+    if resources == "auto":
+        return resources
+    resources = _check_keys(resources, RESOURCE_KEYS, path, "resources.")
+    cpu = _number(resources.get("cpu", 1), path, "resources.cpu", minimum=0, strict=True)
+    gpu = _number(resources.get("gpu", 0), path, "resources.gpu", minimum=0)
+    if gpu > 1 and gpu != int(gpu):
+        raise InputError(f"must be a fraction (≤ 1) or whole, got {resources['gpu']!r}",
+                         **_where(path, "resources.gpu"))
+    return {"cpu": cpu, "gpu": gpu}
 
 
 def estimated_cost(spec: Spec, points: list[Point]) -> list[float]:

@@ -23,8 +23,9 @@ READERS = {
 
 def import_store(kind: str, src: str | Path, out: str | Path, *, targets: list[str] | None = None,
                  points: int | None = None, cutoff: float = 5.5, overwrite: bool = False,
-                 workers: int | None = None, progress: bool = True) -> Path:
-    """Read ``src`` with the reader ``kind`` and write a validated store (with graphs) to ``out``."""
+                 workers: int | None = None, progress: bool = True, min_distance_a: float | None = None) -> Path:
+    """Read ``src`` with the reader ``kind`` and write a validated store (with graphs) to ``out``; atoms closer
+    than ``min_distance_a`` Å are an error (default: :data:`gnn.store.DEFAULT_MIN_DISTANCE_A`)."""
     if kind not in READERS:
         raise InputError(f"unknown data kind {kind!r}; choose one of {', '.join(READERS)}", field="kind")
     src = Path(src)
@@ -35,7 +36,7 @@ def import_store(kind: str, src: str | Path, out: str | Path, *, targets: list[s
         raise InputError("--points applies to spectra (kind 'optimetal') only", field="points")
     entries, grid = READERS[kind](src, targets=targets, **options)
     return write_store(entries, out, kind=kind, source=str(src), omega_ev=grid, cutoff=cutoff,
-                       overwrite=overwrite, workers=workers, progress=progress)
+                       overwrite=overwrite, workers=workers, progress=progress, min_distance_a=min_distance_a)
 
 
 def select_targets(available: dict, wanted: list[str] | None, *, file, entry) -> dict:
