@@ -298,9 +298,23 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None]
         "data_time_frac": state["data_time_s"] / train_time,
         "peak_memory_mb": _peak_memory_mb(device),
         "device": str(device), "n_trainable": n_trainable, "n_transferred_tensors": len(transferred),
+        "trained_with": _trained_with(optimizer, cfg),
         **subsets.subset_stats(store, train_idx), "subset_sha": subsets.subset_sha(store, train_idx),
     })
     return result
+
+
+def _trained_with(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> dict:
+    """The optimisation settings as the optimiser and the loader actually used them (a record to check the
+    logged hyperparameters against)."""
+    group = optimizer.param_groups[0]
+    return {"lr": float(group["initial_lr"]), "weight_decay": float(group["weight_decay"]),
+            "batch_size": int(cfg.batch_size), "warmup_frac": float(cfg.warmup_frac), "grad_clip": float(cfg.grad_clip)}
+
+
+def checkpoint_history(checkpoint: str | Path) -> list[dict]:
+    """The per-epoch metrics stored in a training checkpoint (epochs 0 … the checkpointed one)."""
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]["history"]
 
 
 def _resume_key(cfg: TrainConfig) -> dict:

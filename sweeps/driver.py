@@ -18,8 +18,9 @@ import uuid
 from pathlib import Path
 
 from gnn.errors import InputError
-from sweeps import tracking
-from sweeps.spec import SEARCHABLE, Spec, plan_table
+from sweeps import sweep_lock, tracking
+from sweeps.file_lock import held
+from sweeps.spec import Spec, plan_table
 
 RAY_STATE = "matscale_sweep.json"
 
@@ -46,12 +47,22 @@ def store_location(spec: Spec, source: bool = False) -> Path:
 def prepare_store(spec: Spec, progress: bool = True, source: bool = False) -> Path:
     """Build (or find) the spec's store (or its transfer source) and its graphs for the spec's cutoff — once,
     before any trial. The graphs use the target's cutoff, which the fine-tuned model keeps."""
+    ds, path = (spec.transfer["source"] if source else spec.dataset), store_location(spec, source)
+    if "store" in ds:
+        lock = path / ".matscale.lock"  # a user's store: its graphs may still be built
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.with_name(path.name + ".lock")
+    with held(lock):  # two drivers starting at once build it once
+        _build_store(spec, ds, path, "transfer.source" if source else "dataset", progress)
+    return path
+
+
+def _build_store(spec: Spec, ds: dict, path: Path, key: str, progress: bool) -> None:
     from gnn.graphs import build_graphs
     from gnn.readers import import_store
     from gnn.synth import synth_store
 
-    ds, path = (spec.transfer["source"] if source else spec.dataset), store_location(spec, source)
-    key = "transfer.source" if source else "dataset"
     if not (path / "meta.json").exists():
         if "store" in ds:
             raise InputError("not a matscale store (no meta.json)", file=spec.path, field=f"{key}.store")
@@ -62,9 +73,8 @@ def prepare_store(spec: Spec, progress: bool = True, source: bool = False) -> Pa
         else:
             imp = ds["import"]
             import_store(imp["kind"], imp["src"], path, targets=imp.get("targets"), points=imp.get("points"),
-                         cutoff=ds["cutoff"], progress=progress)
+                         cutoff=ds["cutoff"], progress=progress, min_distance_a=imp.get("min_distance"))
     build_graphs(path, spec.dataset["cutoff"], progress=progress)
-    return path
 
 
 def check_against_store(spec: Spec, store_path: Path) -> tuple[int, list]:
@@ -153,17 +163,17 @@ def _check_cluster(spec: Spec, resources: dict) -> None:
                          file=spec.path, field="resources.cpu")
 
 
-def _typed(params: dict) -> dict:
-    """Hyperparameters read back from MLflow params (strings) in their Python types."""
-    return {k[3:]: SEARCHABLE[k[3:]](float(v)) for k, v in params.items() if k[3:] in SEARCHABLE and k.startswith("hp.")}
-
-
 def _ray_init(address: str | None) -> None:
     import ray
 
     if ray.is_initialized():
         return
     if address in (None, "local"):
+        # one machine: every Ray service binds 127.0.0.1 (Ray's default is this host's routable address and
+        # 0.0.0.0); Ray reads this switch each time it picks the node address (the macOS/Windows default)
+        import ray._private.ray_constants as ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(address="local", include_dashboard=False, configure_logging=False)
     else:  # "auto" (attach to the cluster this machine belongs to) or "ray://head:10001"
         ray.init(address=address, configure_logging=False)
@@ -171,11 +181,13 @@ def _ray_init(address: str | None) -> None:
 
 def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False, dry_run: bool = False,
               stage: str = "grid", extra_tags: dict | None = None, progress: bool = True, out=sys.stdout) -> dict:
-    """Run (or plan) a sweep; returns a summary with the parent run id and per-trial outcomes."""
-    from ray import tune
+    """Run (or plan) a sweep; returns a summary with the parent run id and per-trial outcomes.
 
-    from sweeps.search import PerPointScheduler, PointSearcher
-    from sweeps.trial import MarkEarlyStopped, TrialContext, run_trial
+    Everything that can fail on input is checked before a parent run is created; a second driver of the same
+    spec refuses while the first runs (:mod:`sweeps.sweep_lock`); trials keep the hyperparameters of their
+    MLflow runs (:class:`sweeps.trial.TrialRecord`).
+    """
+    from sweeps.trial import hparams_of
 
     store_path = store_location(spec)
     exact = (store_path / "meta.json").exists()
@@ -188,7 +200,11 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
         return {"planned": len(points) * spec.hpo["trials_per_point"], "spec_hash": spec.hash}
 
     spec.tracking_uri = tracking.normalise_uri(spec.tracking_uri)
+    # preflight, before anything is created: tracking store, Ray storage, data
     tracking.check_reachable(spec.tracking_uri, file=spec.path)
+    tracking.check_writable(spec.tracking_uri, file=spec.path)
+    storage = spec.storage_path if "://" in spec.storage_path else str(Path(spec.storage_path).resolve())
+    _check_storage(storage, spec)
     store_path = prepare_store(spec, progress=progress)
     source_path = prepare_store(spec, progress=progress, source=True) if spec.transfer else None
     _, points = check_against_store(spec, store_path)
@@ -196,42 +212,62 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
     try:
         exp_id = tracking.experiment_id(c, spec.experiment)
     except Exception as exc:  # noqa: BLE001 - any backend failure means the URI is unusable
-        raise InputError(f"cannot use tracking URI {spec.tracking_uri} ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:200]})", file=spec.path, field="tracking_uri") from None
+        raise InputError(tracking.redact_uri(f"cannot use tracking URI {spec.tracking_uri} ({type(exc).__name__}: "
+                                             f"{' '.join(str(exc).split())[:200]})"),
+                         file=spec.path, field="tracking_uri") from None
+
+    # what is left: MLflow is the record of what FINISHED; dead drivers' sweeps end KILLED first
+    expired = sweep_lock.expire_stale(c, exp_id, spec.hash)
+    if expired:
+        print(f"marked {len(expired)} sweep(s) of a driver that is gone KILLED: {', '.join(expired)}", file=out)
+    runs = tracking.trial_runs(c, exp_id, spec.hash)
+    finished = {r.data.tags[f"{tracking.TAG}trial_key"]: (hparams_of(r), r.data.metrics.get("val_loss"))
+                for r in runs if r.info.status == tracking.FINISHED}
+    started = {r.data.tags[f"{tracking.TAG}trial_key"] for r in runs} - set(finished)
+    prefix = f"{spec.experiment}-{spec.hash[:8]}-"
+    restored = _find_restorable(storage, prefix) if resume else None
+    total = len(points) * spec.hpo["trials_per_point"]
+    summary = {"experiment_id": exp_id, "spec_hash": spec.hash, "store": str(store_path),
+               "skipped": len(finished), "planned": total - len(finished)}
+    if restored is None and summary["planned"] == 0:  # before Ray starts
+        print(f"all {len(finished)} trials of spec {spec.hash} already FINISHED in experiment "
+              f"{spec.experiment!r}; nothing to run", file=out)
+        return {**summary, "status": "NOTHING_TO_DO", "parent_run_id": None, "trials": _trials(c, exp_id, spec)}
+
     _ray_init(address)
     resources = trial_resources(spec)
     _check_cluster(spec, resources)
-
-    storage = spec.storage_path if "://" in spec.storage_path else str(Path(spec.storage_path).resolve())
-    prefix = f"{spec.experiment}-{spec.hash[:8]}-"
-    restored = _find_restorable(storage, prefix) if resume else None
-    summary = {"experiment_id": exp_id, "spec_hash": spec.hash, "store": str(store_path)}
-    searcher = None
-    if restored is None:  # which trials are left: MLflow is the record of what FINISHED
-        finished = {r.data.tags[f"{tracking.TAG}trial_key"]: (_typed(r.data.params), r.data.metrics.get("val_loss"))
-                    for r in tracking.trial_runs(c, exp_id, spec.hash, tracking.FINISHED)}
-        unfinished = {}
-        if resume:
-            for r in tracking.trial_runs(c, exp_id, spec.hash):
-                key = r.data.tags[f"{tracking.TAG}trial_key"]
-                if r.info.status != tracking.FINISHED and key not in finished:
-                    unfinished[key] = _typed(r.data.params)
-        searcher = PointSearcher(points, spec.hpo["trials_per_point"], spec.hpo["space"],
-                                 sampler=spec.hpo["sampler"], done=finished, resume=unfinished)
-        summary.update(skipped=len(points) * spec.hpo["trials_per_point"] - len(searcher), planned=len(searcher))
-        if len(searcher) == 0:
-            print(f"all {len(finished)} trials of spec {spec.hash} already FINISHED in experiment "
-                  f"{spec.experiment!r}; nothing to run", file=out)
-            return {**summary, "status": "NOTHING_TO_DO", "parent_run_id": None, "trials": _trials(c, exp_id, spec)}
-
     if restored is not None:
         ray_dir, state = restored
         sweep_id, parent_id = state["sweep_id"], state["parent_run_id"]
+        tracking.log_batch(c, parent_id, tags=sweep_lock.claim_tags())
         c.update_run(parent_id, status=tracking.RUNNING)
     else:
         sweep_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        parent_id = _start_parent(c, exp_id, spec, sweep_id, stage, points, store_path, extra_tags)
+        parent_id = c.create_run(exp_id, run_name=f"{stage}-{sweep_id}", tags={
+            f"{tracking.TAG}kind": "sweep", f"{tracking.TAG}sweep_id": sweep_id,
+            f"{tracking.TAG}spec_hash": spec.hash, f"{tracking.TAG}stage": stage,
+            f"{tracking.TAG}git_commit": tracking.git_commit(), **sweep_lock.claim_tags(),
+            **(extra_tags or {})}).info.run_id
+    sweep_lock.claim(c, exp_id, spec.hash, parent_id, fresh=restored is None, file=spec.path)
+    if restored is None:
+        _describe_parent(c, parent_id, spec, points, store_path)
     summary.update(sweep_id=sweep_id, parent_run_id=parent_id)
+    with sweep_lock.Heartbeat(c, parent_id):
+        _tune(spec, c, exp_id, parent_id, sweep_id, stage, points, resources, restored, storage, prefix,
+              store_path, source_path, finished, started, extra_tags, progress, out, summary)
+    summary["trials"] = _trials(c, exp_id, spec)
+    return summary
+
+
+def _tune(spec: Spec, c, exp_id: str, parent_id: str, sweep_id: str, stage: str, points: list, resources: dict,
+          restored, storage: str, prefix: str, store_path: Path, source_path, finished: dict, started: set,
+          extra_tags: dict | None, progress: bool, out, summary: dict) -> None:
+    """Run the trials with Ray Tune (a new experiment, or a restored one) and end the parent run."""
+    from ray import tune
+
+    from sweeps.search import PerPointScheduler, PointSearcher
+    from sweeps.trial import MarkEarlyStopped, TrialContext, TrialRecord, run_trial
 
     ctx = TrialContext(store=str(store_path), cutoff=spec.dataset["cutoff"], targets=spec.targets,
                        loss_weights=spec.loss_weights, budget=spec.budget, tracking_uri=spec.tracking_uri,
@@ -245,9 +281,13 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
     status = tracking.FINISHED
     try:
         if restored is not None:
-            print(f"resuming {ray_dir}", file=out)
-            tuner = tune.Tuner.restore(ray_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
+            print(f"resuming {restored[0]}", file=out)
+            tuner = tune.Tuner.restore(restored[0], trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True)
         else:
+            searcher = PointSearcher(points, spec.hpo["trials_per_point"], spec.hpo["space"],
+                                     sampler=spec.hpo["sampler"], done=finished, first=started,
+                                     record=TrialRecord(ctx))
             es = spec.hpo["early_stopping"]
             scheduler = None if es["type"] == "none" else PerPointScheduler(
                 es["type"], spec.budget["epochs"], es["grace_epochs"], es["reduction_factor"], es["min_trials"],
@@ -283,19 +323,12 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
                 status = tracking.KILLED  # interrupted before every trial started
         c.set_terminated(parent_id, status)
         summary["status"] = status
-    summary["trials"] = _trials(c, exp_id, spec)
-    return summary
 
 
-def _start_parent(c, exp_id: str, spec: Spec, sweep_id: str, stage: str, points: list, store_path: Path,
-                  extra_tags: dict | None) -> str:
-    """The parent run of one sweep invocation, with the spec as an artifact."""
+def _describe_parent(c, parent_id: str, spec: Spec, points: list, store_path: Path) -> None:
+    """The parent run's params and the spec as an artifact."""
     import yaml
 
-    parent = c.create_run(exp_id, run_name=f"{stage}-{sweep_id}", tags={
-        f"{tracking.TAG}kind": "sweep", f"{tracking.TAG}sweep_id": sweep_id, f"{tracking.TAG}spec_hash": spec.hash,
-        f"{tracking.TAG}stage": stage, f"{tracking.TAG}git_commit": tracking.git_commit(), **(extra_tags or {})})
-    parent_id = parent.info.run_id
     tracking.log_batch(c, parent_id, params={
         "spec": spec.path, "archs": ",".join(spec.archs), "n_params": spec.n_params, "seeds": spec.seeds,
         "n_train": sorted({p.n_train for p in points}), "trials_per_point": spec.hpo["trials_per_point"],
@@ -303,9 +336,8 @@ def _start_parent(c, exp_id: str, spec: Spec, sweep_id: str, stage: str, points:
         **({"source_n": sorted({p.source_n for p in points}), "strategy": spec.transfer["strategy"]}
            if spec.transfer else {})})
     with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "spec.yaml").write_text(yaml.safe_dump(spec.as_dict(), sort_keys=False))
+        (Path(d) / "spec.yaml").write_text(tracking.redact_uri(yaml.safe_dump(spec.as_dict(), sort_keys=False)))
         c.log_artifact(parent_id, str(Path(d) / "spec.yaml"))
-    return parent_id
 
 
 def _trials(c, exp_id: str, spec: Spec) -> list[dict]:
@@ -332,10 +364,32 @@ def _allow_pending(spec: Spec, resources: dict) -> None:
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, int(slots)))
 
 
+def _local(storage: str) -> Path | None:
+    """The folder of a local Ray storage path (a path or ``file://``); None for object stores."""
+    if storage.startswith("file://"):
+        return Path(storage[len("file://"):])
+    return None if "://" in storage else Path(storage)
+
+
+def _check_storage(storage: str, spec: Spec) -> None:
+    """Ray's storage must take files: checked before any run is created."""
+    folder = _local(storage)
+    if folder is None:
+        return  # an object store: Ray checks its own credentials
+    existing = next(p for p in [folder, *folder.parents] if p.exists())  # Tune creates the rest
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "not a folder")
+        tempfile.NamedTemporaryFile(dir=existing, prefix=".matscale-probe-").close()
+    except OSError as exc:
+        raise InputError(f"Ray storage {folder} is not writable ({exc.strerror or exc})", file=spec.path,
+                         field="storage_path") from None
+
+
 def _write_state(storage: str, name: str, state: dict) -> None:
-    if "://" in storage:
+    if _local(storage) is None:
         return  # remote storage: resume by MLflow lookups only
-    folder = Path(storage) / name
+    folder = _local(storage) / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RAY_STATE).write_text(json.dumps(state))
 
@@ -344,9 +398,10 @@ def _find_restorable(storage: str, prefix: str) -> tuple[str, dict] | None:
     """The newest Ray experiment of this spec that Tune can restore, with its sweep state."""
     from ray import tune
 
-    if "://" in storage or not Path(storage).is_dir():
+    local = _local(storage)
+    if local is None or not local.is_dir():
         return None
-    for folder in sorted(Path(storage).glob(prefix + "*"), reverse=True):
+    for folder in sorted(local.glob(prefix + "*"), reverse=True):
         state = folder / RAY_STATE
         if state.exists() and tune.Tuner.can_restore(str(folder)):
             return str(folder), json.loads(state.read_text())

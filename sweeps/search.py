@@ -44,38 +44,49 @@ def distributions(space: dict) -> tuple[dict, dict]:
 class PointSearcher(Searcher):
     """Suggests ``trials_per_point`` configurations for each point, each from that point's Optuna study.
 
+    A trial's hyperparameters are drawn once: with a ``record`` (:class:`sweeps.trial.TrialRecord`, the
+    driver's MLflow runs) a trial key that already has a run keeps that run's logged values, and a new draw is
+    stored in a new run before the trial is handed to Tune. Each draw uses a sampler seeded by the trial key,
+    so a study rebuilt after a crash never repeats the draw of another trial of its point.
+
     Args:
         points: the scaling points. trials_per_point: HPO trials per point. space: the spec's ``hpo.space``.
         done: ``{trial_key: (params, objective)}`` of trials already FINISHED (skipped, but fed to the studies).
-        resume: ``{trial_key: params}`` of unfinished trials to run again first, with the same parameters.
+        first: trial keys to hand out first (those an interrupted invocation had started).
+        record: opens each trial's MLflow run; None: configs without ``run_id`` (tests of the search alone).
     """
 
+    record = None  #: (a class default, for searchers pickled by an older matscale)
+
     def __init__(self, points: list[Point], trials_per_point: int, space: dict, *, sampler: str = "tpe",
-                 done: dict | None = None, resume: dict | None = None):
+                 done: dict | None = None, first=(), record=None):
         super().__init__(metric=OBJECTIVE, mode="min")
         self.space = space
         self.sampler = sampler
         self.trials_per_point = trials_per_point
         self.points = {p.key: p for p in points}
         self.done = dict(done or {})
-        resume = dict(resume or {})
+        self.record = record
+        first = set(first)
         order = [(p.key, t) for t in range(trials_per_point) for p in points]
         todo = [kt for kt in order if f"{kt[0]}-t{kt[1]}" not in self.done]
-        self.queue = sorted(todo, key=lambda kt: f"{kt[0]}-t{kt[1]}" not in resume)  # resumed ones first
-        self.resume = resume
+        self.queue = sorted(todo, key=lambda kt: f"{kt[0]}-t{kt[1]}" not in first)  # interrupted ones first
         self.studies: dict[str, optuna.Study] = {}
-        self.live: dict[str, tuple[str, int | None]] = {}
+        self.live: dict[str, tuple[str, int | None, dict | None]] = {}
 
     def __len__(self) -> int:
         return len(self.queue)
 
+    def _sampler(self, trial_key: str) -> optuna.samplers.BaseSampler:
+        seed = zlib.crc32(trial_key.encode())
+        if self.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, self.trials_per_point // 3))
+
     def _study(self, key: str) -> optuna.Study:
         if key not in self.studies:
-            seed = zlib.crc32(key.encode())
-            sampler = optuna.samplers.RandomSampler(seed=seed) if self.sampler == "random" else \
-                optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, self.trials_per_point // 3))
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            study = optuna.create_study(direction="minimize", sampler=sampler)
+            study = optuna.create_study(direction="minimize", sampler=self._sampler(key))
             dists, _ = distributions(self.space)
             for trial_key, (params, value) in self.done.items():
                 if trial_key.rsplit("-t", 1)[0] == key and value is not None:
@@ -85,30 +96,44 @@ class PointSearcher(Searcher):
             self.studies[key] = study
         return self.studies[key]
 
+    def _ask(self, trial_id: str, key: str, trial_key: str) -> dict:
+        """New hyperparameters for one trial from its point's study (the fixed values included)."""
+        dists, fixed = distributions(self.space)
+        study = self._study(key)
+        study.sampler = self._sampler(trial_key)
+        trial = study.ask(dists)
+        self.live[trial_id] = (key, trial.number, None)
+        return {**fixed, **trial.params}
+
     def suggest(self, trial_id: str) -> dict | None:
         if not self.queue:
             return Searcher.FINISHED
         key, t = self.queue.pop(0)
         trial_key = f"{key}-t{t}"
-        dists, fixed = distributions(self.space)
-        study = self._study(key)
-        if trial_key in self.resume:  # same parameters as the interrupted run
-            study.enqueue_trial({k: v for k, v in self.resume[trial_key].items() if k in dists})
-        trial = study.ask(dists)
-        self.live[trial_id] = (key, trial.number)
         p = self.points[key]
-        return {"point": key, "trial_index": t, "arch": p.arch, "n_params": p.n_params, "n_train": p.n_train,
-                "fraction": p.fraction, "seed": p.seed, "subset": p.subset, "source_n": p.source_n,
-                "hparams": {**fixed, **trial.params}}
+        config = {"point": key, "trial_index": t, "arch": p.arch, "n_params": p.n_params, "n_train": p.n_train,
+                  "fraction": p.fraction, "seed": p.seed, "subset": p.subset, "source_n": p.source_n}
+        if self.record is None:
+            return {**config, "hparams": self._ask(trial_id, key, trial_key)}
+        config = self.record.open(config, lambda: self._ask(trial_id, key, trial_key))
+        if trial_id not in self.live:  # the values of record: the study learns them when the trial ends
+            self.live[trial_id] = (key, None, config["hparams"])
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.live:
             return
-        key, number = self.live.pop(trial_id)
+        key, number, params = self.live.pop(trial_id)
         value = None if result is None or error else result.get(OBJECTIVE)
-        state = optuna.trial.TrialState.COMPLETE if value is not None and value == value else \
-            optuna.trial.TrialState.FAIL
-        self._study(key).tell(number, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        complete = value is not None and value == value
+        study = self._study(key)
+        if number is not None:
+            study.tell(number, value if complete else None,
+                       state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.FAIL)
+        elif complete and all(k in params for k in distributions(self.space)[0]):
+            dists, _ = distributions(self.space)
+            study.add_trial(optuna.trial.create_trial(params={k: params[k] for k in dists}, distributions=dists,
+                                                      value=value))
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -120,7 +145,7 @@ class PointSearcher(Searcher):
 
     def get_state(self) -> dict:
         return {k: getattr(self, k) for k in ("space", "sampler", "trials_per_point", "points", "done", "queue",
-                                               "resume", "studies", "live")}
+                                               "record", "studies", "live")}
 
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state)

@@ -12,6 +12,7 @@ Conventions (the analysis reads these):
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from functools import lru_cache
@@ -20,42 +21,190 @@ from pathlib import Path
 from gnn.errors import InputError
 
 TAG = "matscale."
-FINISHED, RUNNING, FAILED, KILLED = "FINISHED", "RUNNING", "FAILED", "KILLED"
+#: metrics logged when a trial run is created (the scaling axes, numerically filterable)
+AXIS_METRICS = ("n_params_target", "n_train", "seed", "trial_index", "fraction", "source_n")
+FINISHED, RUNNING, FAILED, KILLED, SCHEDULED = "FINISHED", "RUNNING", "FAILED", "KILLED", "SCHEDULED"
+UNFINISHED = (RUNNING, SCHEDULED)  #: statuses of a trial run that is claimed but not done
+HISTORY_PREFIXES = ("epoch/", "pretrain/epoch/")  #: per-epoch metrics: a run holding any has trained
 
 
 @lru_cache(maxsize=8)
 def client(uri: str):
-    """One client per URI and process (opening a SQL store checks its schema: seconds, not milliseconds)."""
+    """One client per URI and process (opening a SQL store checks its schema: seconds, not milliseconds).
+
+    A local SQLite store is opened (and, when new, created) under a file lock beside it, so two processes
+    opening a new store at once cannot both run MLflow's schema migrations; a store left half-created by a
+    process that did not take the lock is reported in one line with the fix.
+    """
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    def make():
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    if uri.startswith("sqlite:///"):
+        return _open_sqlite(make, Path(uri[len("sqlite:///"):]))
+    return make()
+
+
+def _open_sqlite(make, db: Path):
+    """``make()`` a client of a SQLite store and open (create or verify) the store while holding ``DB.lock``;
+    errors become one line."""
+    import logging
+
+    from sweeps.file_lock import held
+
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):  # "Creating initial tables…": noise
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        with held(db.with_name(db.name + ".lock")):
+            return _open_locked(make, db)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure here is about the store file, said in one line
+        raise InputError(_sqlite_problem(db, exc), file=db) from None
+
+
+def _open_locked(make, db: Path):
+    broken = _half_created(db)
+    if broken:  # before MLflow tries to migrate it further
+        raise InputError(broken, file=db)
+    c = make()
+    c.search_experiments(max_results=1)  # MLflow creates or checks the schema on first use
+    return c
+
+
+def _half_created(db: Path) -> str | None:
+    """A store whose creation was interrupted (tables but no schema version), said with the fix; else None."""
+    import sqlite3
+
+    if not db.exists() or db.stat().st_size == 0:
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+            versions = con.execute("select count(*) from alembic_version").fetchone()[0] \
+                if "alembic_version" in tables else 0
+            runs = con.execute("select count(*) from runs").fetchone()[0] if "runs" in tables else 0
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        return f"not a readable SQLite database ({err}); move it away and run again"
+    if not tables or versions:
+        return None
+    if runs:
+        return (f"MLflow store without a schema version holding {runs} runs; back it up, then run "
+                f"'mlflow db upgrade sqlite:///{db}'")
+    return (f"half-created MLflow store ({len(tables)} tables, no schema version, no runs: two processes created "
+            f"it at once); delete {db} and run again")
+
+
+def _sqlite_problem(db: Path, exc: Exception) -> str:
+    """What is wrong with a SQLite store MLflow could not open, and the fix."""
+    detail = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:160]
+    if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        return f"the MLflow store is not writable ({detail}); make its folder writable or use another tracking URI"
+    return _half_created(db) or f"cannot open the MLflow store ({type(exc).__name__}: {detail})"
 
 
 def normalise_uri(uri: str) -> str:
-    """Make ``sqlite:///relative/path.db`` absolute (workers may run elsewhere) and create its folder."""
+    """Make ``sqlite:///relative/path.db`` absolute (workers may run elsewhere); creates nothing."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = Path(uri[len("sqlite:///"):]).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
-    if uri.startswith("sqlite:////"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
     return uri
 
 
+def check_writable(uri: str, field: str = "tracking_uri", file: str | None = None) -> None:
+    """A local SQLite store (created here if new) must take writes, and so must its folder (SQLite keeps its
+    journal there): one line naming the store, before a sweep creates anything."""
+    import sqlite3
+    import tempfile
+
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri[len("sqlite:///"):])
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=db.parent, prefix=".matscale-probe-").close()
+        if db.exists():
+            con = sqlite3.connect(db, timeout=30)
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                con.rollback()
+            finally:
+                con.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise InputError(f"{db}: {_sqlite_problem(db, exc)}", file=file, field=field) from None
+
+
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+_LOOSE_USERINFO = re.compile(r"([^:/?#@]*):([^@]*)@")  # user:password@ whose password holds an unescaped / ? or #
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pwd|secret|token|api_?key|access_?key|secret_?key)=)[^&;#]*")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with its password replaced by ``***``, user and host kept: ``http://user:***@host:5000``.
+
+    Works on every scheme (``http(s)://``, ``postgresql://``, ``mysql+pymysql://``…), on a password holding an
+    unescaped ``@``, ``/``, ``?`` or ``#`` (SQLAlchemy accepts those), on ``password=``/``token=`` query
+    parameters, and on any text that embeds URIs (an exception's message), so one call makes a line safe to
+    print, log or raise. Apply it to every tracking or backend store URI that reaches output.
+    """
+    return _URI_IN_TEXT.sub(lambda m: _redact_one(m.group(0)), str(uri))
+
+
+def _redact_one(uri: str) -> str:
+    """:func:`redact_uri` of one ``scheme://…`` token."""
+    scheme, rest = uri.split("://", 1)
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    at = authority.rfind("@")
+    if at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        rest = f"{user}:***{rest[at:]}" if colon else rest
+    else:
+        m = _LOOSE_USERINFO.match(rest)
+        if m and not re.fullmatch(r"\d*(?:[/?#].*)?", m.group(2), flags=re.S):  # not host:port/path@…
+            rest = f"{m.group(1)}:***{rest[m.end() - 1:]}"
+    return _SECRET_QUERY.sub(r"\1***", f"{scheme}://{rest}")
+
+
 def check_reachable(uri: str, field: str = "tracking_uri", file: str | None = None) -> None:
-    """Fail fast, with one line, when the tracking server cannot be reached."""
+    """Fail fast, with one line (the password masked), when the tracking server cannot be reached.
+
+    Credentials go in a basic-auth header, as the MLflow client sends them: from the URI's userinfo
+    (``http://user:password@host:5000``, percent-encoded where needed), else from ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD``. MLflow 3 would take the userinfo too (``requests`` reads it from the URL), but it
+    prints its URI ("View run at http://user:password@…") and repeats it in error texts: give MLflow the URI
+    without userinfo and the credentials in those variables (``analysis.runs.use_credentials``).
+    """
     if uri.startswith(("http://", "https://")):
+        import base64
         import urllib.error
+        import urllib.parse
         import urllib.request
 
+        parts = urllib.parse.urlsplit(uri)
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
+        user, password = ((urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+                          if parts.username is not None else
+                          (os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")))
+        headers = {}
+        if user:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()
         try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+            urllib.request.urlopen(urllib.request.Request(url + "/health", headers=headers), timeout=5).read()
+        except urllib.error.HTTPError as exc:
+            why = (f"is not healthy (HTTP {exc.code} {exc.reason})" if exc.code not in (401, 403) else
+                   f"refused the credentials (HTTP {exc.code}): check the user and password" if user else
+                   f"asks for credentials (HTTP {exc.code}): give user:password@ in the URI or set "
+                   "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+            raise InputError(f"tracking server {redact_uri(uri)} {why}", file=file, field=field) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise InputError(f"tracking server {uri} is not reachable ({getattr(exc, 'reason', exc)})",
-                             file=file, field=field) from None
+            raise InputError(f"tracking server {redact_uri(uri)} is not reachable "
+                             f"({redact_uri(getattr(exc, 'reason', exc))})", file=file, field=field) from None
     elif uri.startswith("file:") or "://" not in uri:
-        raise InputError(f"{uri!r}: use sqlite:///PATH/mlflow.db locally or an http(s):// server (MLflow refuses "
-                         "the file store)", file=file, field=field)
+        raise InputError(f"{redact_uri(uri)!r}: use sqlite:///PATH/mlflow.db locally or an http(s):// server (MLflow "
+                         "refuses the file store)", file=file, field=field)
 
 
 def experiment_id(c, name: str, artifact_location: str | None = None) -> str:
@@ -95,7 +244,8 @@ def trial_runs(c, exp_id: str, spec_hash: str, status: str | None = None) -> lis
 
 def find_trial_run(c, exp_id: str, spec_hash: str, trial_key: str):
     """The run of one trial (same spec), preferring a FINISHED one; None if it never started."""
-    runs = search_all(c, [exp_id], f"tags.`{TAG}spec_hash` = '{spec_hash}' and tags.`{TAG}trial_key` = '{trial_key}'")
+    runs = search_all(c, [exp_id], f"tags.`{TAG}spec_hash` = '{spec_hash}' and tags.`{TAG}trial_key` = '{trial_key}'"
+                                   f" and tags.`{TAG}kind` = 'trial'")
     runs.sort(key=lambda r: (r.info.status != FINISHED, -r.info.start_time))
     return runs[0] if runs else None
 
@@ -130,11 +280,47 @@ def count_missing(c, exp_id: str, spec, points: list) -> int:
 
 
 def mark_unfinished(c, exp_id: str, parent_run_id: str, status: str = KILLED) -> int:
-    """Set every still-RUNNING child run of a parent to ``status``; returns how many."""
-    runs = search_all(c, [exp_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'")
+    """End the child runs a sweep leaves open (RUNNING or SCHEDULED); returns how many it ended.
+
+    A trial the scheduler stopped early (tag ``matscale.early_stopped``) is complete: it ends FINISHED with its
+    best validation loss (Tune may return, and end the worker, before such a trial has written them itself);
+    any other ends ``status``.
+    """
+    runs = [r for r in search_all(c, [exp_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+            if r.info.status in UNFINISHED]
     for r in runs:
-        c.set_terminated(r.info.run_id, status)
+        if f"{TAG}early_stopped" in r.data.tags:
+            history = [m.value for m in c.get_metric_history(r.info.run_id, "epoch/val_loss")]
+            if history and "val_loss" not in r.data.metrics:
+                log_batch(c, r.info.run_id, metrics={"val_loss": min(history), "epochs": len(history)})
+            c.set_terminated(r.info.run_id, FINISHED)
+        else:
+            c.set_terminated(r.info.run_id, status)
     return len(runs)
+
+
+def has_history(run) -> bool:
+    """Whether a run has logged any per-epoch metric (it trained, at least in part)."""
+    return any(k.startswith(HISTORY_PREFIXES) for k in run.data.metrics)
+
+
+def replace_run(c, old, tags: dict | None = None) -> str:
+    """A fresh run for a trial that must start over: same params, tags and axis metrics, no history.
+
+    The old run stays for the record but leaves the trials: its ``matscale.kind`` becomes ``superseded``, it
+    points to the new run (``matscale.superseded_by``, the new one back with ``matscale.replaces``) and, if it
+    was still open, ends KILLED. So a run never holds two trainings' histories.
+    """
+    keep = {k: v for k, v in old.data.tags.items() if not k.startswith("mlflow.") or k == "mlflow.parentRunId"}
+    new = c.create_run(old.info.experiment_id, run_name=old.info.run_name,
+                       tags={**keep, **(tags or {}), f"{TAG}replaces": old.info.run_id})
+    new_id = new.info.run_id
+    log_batch(c, new_id, params=old.data.params,
+              metrics={k: v for k, v in old.data.metrics.items() if k in AXIS_METRICS})
+    log_batch(c, old.info.run_id, tags={f"{TAG}kind": "superseded", f"{TAG}superseded_by": new_id})
+    if old.info.status in UNFINISHED:
+        c.set_terminated(old.info.run_id, KILLED)
+    return new_id
 
 
 def env_tracking_uri() -> str | None:

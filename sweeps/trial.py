@@ -1,9 +1,14 @@
 """The Ray Tune trainable: one trial = one ``gnn.train`` run, tracked in its own MLflow child run.
 
-The MLflow run is started here, inside the worker, so system metrics and artifacts come from the machine
-that trains. The run id travels in every Tune checkpoint, so a trial that Ray retries after a failure
-(a crashed worker, a lost node) resumes from its last epoch *and* keeps its MLflow run. A trial whose key
-already has a FINISHED run under the same spec hash returns at once: re-running never duplicates a point.
+A trial's MLflow run is opened on the driver when the trial is first suggested (:class:`TrialRecord`), with
+its hyperparameters as params: from then on they are the trial's, and every re-run, resume or retry trains
+exactly the logged values (checked here before training). The run is *started* here, inside the worker, so
+system metrics and artifacts come from the machine that trains. The run id travels in every Tune checkpoint,
+so a trial that Ray retries after a failure (a crashed worker, a lost node) resumes from its last epoch *and*
+keeps its MLflow run, its learning curve continuing from the checkpoint: each epoch is checkpointed before it
+is logged, and epochs the checkpoint has but MLflow lacks are logged on resume. A trial that must start over
+gets a fresh run that the old one points to (:func:`sweeps.tracking.replace_run`), so a run never holds two
+trainings. A trial whose run is already FINISHED returns at once: re-running never duplicates a point.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ray import tune
 
 from sweeps import tracking
+from sweeps.spec import SEARCHABLE
 
 RUN_FILE = "mlflow_run.json"
 
@@ -77,14 +84,52 @@ def baseline_key(config: dict) -> str:
     return config["point"].replace(f"-S{config['source_n']}-", "-S0-")
 
 
+def hparams_of(run) -> dict:
+    """A run's hyperparameters of record (its ``hp.*`` params) in their Python types (exact: floats are logged
+    with ``repr``)."""
+    return {k[3:]: SEARCHABLE[k[3:]](float(v)) for k, v in run.data.params.items()
+            if k.startswith("hp.") and k[3:] in SEARCHABLE}
+
+
+class TrialRecord:
+    """Driver side: each trial's MLflow run, opened when the trial is first suggested.
+
+    Hyperparameters are fixed once, at a trial's first suggestion, and stored with its run (params ``hp.*``).
+    A trial key that already has an unfinished run (an earlier, crashed or interrupted invocation) keeps that
+    run's hyperparameters: a run that never started is reused, one that started is replaced by a fresh run
+    (:func:`sweeps.tracking.replace_run`). Only a trial without any run draws new ones.
+    """
+
+    def __init__(self, ctx: "TrialContext"):
+        self.ctx = ctx
+
+    def open(self, config: dict, suggest: Callable[[], dict]) -> dict:
+        """``config`` (without ``hparams``) completed with the trial's ``hparams`` and ``run_id``."""
+        ctx = self.ctx
+        c = tracking.client(ctx.tracking_uri)
+        old = tracking.find_trial_run(c, ctx.experiment_id, ctx.spec_hash, trial_key(config))
+        if old is None:
+            config = {**config, "hparams": suggest()}
+            return {**config, "run_id": _start_run(c, config, ctx)}
+        config = {**config, "hparams": hparams_of(old)}
+        if old.info.status == tracking.FINISHED:
+            return {**config, "run_id": old.info.run_id}  # the trainable skips it
+        tags = {"mlflow.parentRunId": ctx.parent_run_id, f"{tracking.TAG}sweep_id": ctx.sweep_id,
+                f"{tracking.TAG}stage": ctx.stage}
+        if old.info.status == tracking.SCHEDULED and not tracking.has_history(old):
+            tracking.log_batch(c, old.info.run_id, tags=tags)  # suggested before, never started: this sweep's now
+            return {**config, "run_id": old.info.run_id}
+        return {**config, "run_id": tracking.replace_run(c, old, tags)}
+
+
 def _start_run(c, config: dict, ctx: TrialContext) -> str:
+    """Create a trial's run (SCHEDULED until a worker starts it) with its params and axis metrics."""
     key = trial_key(config)
     tags = {"mlflow.parentRunId": ctx.parent_run_id, "mlflow.runName": key,
             f"{tracking.TAG}kind": "trial", f"{tracking.TAG}sweep_id": ctx.sweep_id,
             f"{tracking.TAG}spec_hash": ctx.spec_hash, f"{tracking.TAG}stage": ctx.stage,
             f"{tracking.TAG}point": config["point"], f"{tracking.TAG}trial_key": key,
-            f"{tracking.TAG}arch": config["arch"], f"{tracking.TAG}node_id": _node_id(),
-            f"{tracking.TAG}subset": config.get("subset", "random"), **ctx.extra_tags}
+            f"{tracking.TAG}arch": config["arch"], f"{tracking.TAG}subset": config.get("subset", "random"), **ctx.extra_tags}
     if ctx.transfer is not None:  # link every pretrained run to its baseline point (same arch, N, target size, seed)
         tags[f"{tracking.TAG}transfer"] = "pretrained" if config["source_n"] else "baseline"
         tags[f"{tracking.TAG}baseline_point"] = baseline_key(config)
@@ -94,6 +139,7 @@ def _start_run(c, config: dict, ctx: TrialContext) -> str:
                                 "seed": config["seed"], "trial_index": config["trial_index"],
                                 **({"fraction": config["fraction"]} if config["fraction"] else {}),
                                 **({"source_n": config["source_n"]} if ctx.transfer is not None else {})})
+    c.update_run(run.info.run_id, status=tracking.SCHEDULED)
     return run.info.run_id
 
 
@@ -148,56 +194,111 @@ def _pretrain_finetune(c, run_id: str, config: dict, ctx: TrialContext, target_c
                          batch_size=pre["batch_size"], weight_decay=pre["weight_decay"], patience=pre["patience"],
                          cutoff=ctx.cutoff, num_threads=ctx.num_threads)
 
+    logged = _logged_steps(c, run_id, "pretrain/epoch/val_loss")  # a retry that pretrains again logs no step twice
+
     def log_pretrain(epoch: int, metrics: dict, _ckpt) -> None:
-        tracking.log_batch(c, run_id, step=epoch, metrics={f"pretrain/epoch/{k}": v for k, v in metrics.items()
-                                                           if k != "epoch" and isinstance(v, (int, float))})
+        if epoch not in logged:
+            tracking.log_batch(c, run_id, step=epoch, metrics={f"pretrain/epoch/{k}": v for k, v in metrics.items()
+                                                               if k != "epoch" and isinstance(v, (int, float))})
 
     target_config.strategy = t["strategy"]
     return pretrain_finetune(source, target_config, callback=report, pretrain_callback=log_pretrain)
+
+
+def _logged_steps(c, run_id: str, metric: str) -> set[int]:
+    return {m.step for m in c.get_metric_history(run_id, metric)}
+
+
+def _log_epoch(c, run_id: str, epoch: int, metrics: dict) -> None:
+    tracking.log_batch(c, run_id, metrics={f"epoch/{k}": v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+
+def _skip_finished(run) -> None:
+    m = run.data.metrics
+    tune.report({"val_loss": m.get("val_loss", float("nan")), "best_val_loss": m.get("val_loss", float("nan")),
+                 "skipped": 1})
+
+
+def _check_hparams(run, config: dict) -> None:
+    """The run's logged hyperparameters must be exactly those this trial trains with."""
+    logged, trains = hparams_of(run), {k: SEARCHABLE[k](v) for k, v in config["hparams"].items()}
+    if logged != trains:
+        raise RuntimeError(f"run {run.info.run_id} logged hyperparameters {logged} but the trial was given {trains}")
+
+
+def _log_model_size(c, run, config: dict, ctx: TrialContext) -> None:
+    """Log the model's exact size before training (built on the meta device: nothing is allocated), so that a
+    trial stopped early still says how many parameters it had."""
+    import torch
+
+    from gnn.models import build_model
+    from gnn.store import Store
+
+    if "n_params" in run.data.params:
+        return
+    store = Store(ctx.store)
+    targets = list(ctx.targets) if ctx.targets else sorted(store.targets)
+    with torch.device("meta"):
+        model = build_model(config["arch"], config["n_params"], targets,
+                            None if store.omega_ev is None else len(store.omega_ev), cutoff=ctx.cutoff)
+    tracking.log_batch(c, run.info.run_id, params={"n_params": model.n_params, "width": model.config.width,
+                                                   "ffn_width": model.config.ffn_width})
 
 
 def run_trial(config: dict, ctx: TrialContext) -> None:
     """Ray Tune function trainable (see the module docstring)."""
     import mlflow
 
-    from gnn.train import DivergedError, TrainConfig, export_best, train
+    from gnn.train import DivergedError, TrainConfig, checkpoint_history, export_best, train
 
     c = tracking.client(ctx.tracking_uri)
-    key = trial_key(config)
     work = Path(tempfile.mkdtemp(prefix="matscale-trial-"))
-    run_id = None
+    history: list[dict] = []
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a retry: resume training and the same MLflow run
+    if checkpoint is not None:  # a retry or a restored sweep: resume training and the same MLflow run
         with checkpoint.as_directory() as d:
             shutil.copy(Path(d) / "checkpoint.pt", work / "checkpoint.pt")
             run_id = json.loads((Path(d) / RUN_FILE).read_text())["run_id"]
-    if run_id is None:
-        existing = tracking.find_trial_run(c, ctx.experiment_id, ctx.spec_hash, key)
-        if existing is not None and existing.info.status == tracking.FINISHED:
-            m = existing.data.metrics
-            tune.report({"val_loss": m.get("val_loss", float("nan")), "best_val_loss": m.get("val_loss", float("nan")),
-                         "skipped": 1})
-            return
-        run_id = existing.info.run_id if existing is not None else _start_run(c, config, ctx)
+        run = c.get_run(run_id)
+        history = checkpoint_history(work / "checkpoint.pt")
+        logged = _logged_steps(c, run_id, "epoch/val_loss")
+        for h in history:  # epochs checkpointed but not yet logged when the trial was interrupted
+            if h["epoch"] not in logged:
+                _log_epoch(c, run_id, h["epoch"], h)
+    else:
+        if "run_id" not in config:  # a trial of a sweep started by an older matscale
+            config = TrialRecord(ctx).open(config, lambda: config["hparams"])
+        run = c.get_run(config["run_id"])
+        if run.info.status != tracking.FINISHED and (run.info.status != tracking.SCHEDULED or
+                                                     tracking.has_history(run)):
+            run = c.get_run(tracking.replace_run(c, run))  # started before: start over in a fresh run
+        run_id = run.info.run_id
+    if run.info.status == tracking.FINISHED:
+        _skip_finished(run)
+        return
+    _check_hparams(run, config)
+    _log_model_size(c, run, config, ctx)
 
     mlflow.set_tracking_uri(ctx.tracking_uri)
     c.set_tag(run_id, f"{tracking.TAG}node_id", _node_id())  # where it (last) ran
-    history: list[dict] = []
     cost = {"mlflow_s": 0.0, "tune_s": 0.0}  # what tracking and reporting add per epoch (bench/sweep_overhead.py)
 
     def report(epoch: int, metrics: dict, ckpt_path: str | None) -> None:
+        """Checkpoint the epoch with Tune, then log it: MLflow never holds an epoch the checkpoint lacks."""
         history.append(metrics)
         t = time.perf_counter()
-        tracking.log_batch(c, run_id, metrics={f"epoch/{k}": v for k, v in metrics.items() if k != "epoch"},
-                           step=epoch)
-        cost["mlflow_s"] += time.perf_counter() - t
-        t = time.perf_counter()
-        with tempfile.TemporaryDirectory() as d:
-            shutil.copy(ckpt_path, Path(d) / "checkpoint.pt")
-            (Path(d) / RUN_FILE).write_text(json.dumps({"run_id": run_id}))
-            tune.report({"epoch": epoch, "val_loss": metrics["val_loss"], "best_val_loss": metrics["best_val_loss"],
-                         "train_loss": metrics["train_loss"]}, checkpoint=tune.Checkpoint.from_directory(d))
-        cost["tune_s"] += time.perf_counter() - t
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                shutil.copy(ckpt_path, Path(d) / "checkpoint.pt")
+                (Path(d) / RUN_FILE).write_text(json.dumps({"run_id": run_id}))
+                tune.report({"epoch": epoch, "val_loss": metrics["val_loss"],
+                             "best_val_loss": metrics["best_val_loss"], "train_loss": metrics["train_loss"]},
+                            checkpoint=tune.Checkpoint.from_directory(d))
+        finally:  # also when Tune stops the trial inside tune.report (SystemExit)
+            cost["tune_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            _log_epoch(c, run_id, epoch, metrics)
+            cost["mlflow_s"] += time.perf_counter() - t
 
     hp = config["hparams"]
     train_config = TrainConfig(
@@ -206,7 +307,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         max_steps=ctx.budget.get("max_steps"), patience=ctx.budget.get("patience"),
         loss_weights=ctx.loss_weights, cutoff=ctx.cutoff, checkpoint_dir=str(work),
         num_threads=ctx.num_threads, subset=config.get("subset", "random"),
-        **{k: (int(v) if k == "batch_size" else float(v)) for k, v in hp.items()})
+        **{k: SEARCHABLE[k](v) for k, v in hp.items()})
     with mlflow.start_run(run_id=run_id, log_system_metrics=ctx.system_metrics):
         try:
             t0 = time.time()
@@ -237,9 +338,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         numbers = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         per_report = {f"{k}_per_report": v / max(len(history), 1) for k, v in cost.items()}
         tracking.log_batch(c, run_id, metrics={**numbers, **per_report, "trial_wall_time_s": time.time() - t0},
-                           params={"n_params": result["n_params"], "width": result["width"],
-                                   "ffn_width": result["ffn_width"], "device": result["device"],
-                                   "subset_sha": result["subset_sha"]})
+                           params={"device": result["device"], "subset_sha": result["subset_sha"]})
         (work / "metrics.json").write_text(json.dumps(result, indent=1))
         mlflow.log_artifact(str(work / "metrics.json"))
         if history:

@@ -1,0 +1,130 @@
+"""One driver per sweep: the parent run is a claim, kept alive by a heartbeat.
+
+Two ``matscale sweep`` commands of the same spec on one experiment would train every trial twice. So the
+parent run of a sweep invocation carries a claim — tags ``matscale.host``, ``matscale.pid``,
+``matscale.claimed_at`` and ``matscale.heartbeat`` (epoch ms), the heartbeat refreshed every
+:data:`HEARTBEAT_S` by a daemon thread of the driver. A driver that starts:
+
+1. :func:`expire_stale` — a RUNNING parent of the same spec whose heartbeat is older than :data:`TTL_S`, or
+   whose driver ran on this host under a pid that no longer exists, is marked KILLED with the reason in
+   ``matscale.end_reason``, and so are its unfinished trial runs (a crash never blocks the next run);
+2. :func:`claim` — writes its claim, waits :data:`SETTLE_S` so that a claim written at the same moment is
+   visible, then looks for other live claims of the spec: the earliest ``(claimed_at, run id)`` wins, every
+   later one gives its claim up and refuses in one line naming the running sweep (host, pid, since).
+
+Only run tags and statuses are used, so it works the same on a SQLite store and on a tracking server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import threading
+import time
+
+from gnn.errors import InputError
+from sweeps import tracking
+
+HEARTBEAT_S = 10.0  #: how often a running driver refreshes its claim
+TTL_S = 60.0  #: a claim not refreshed for this long belongs to a dead driver
+SETTLE_S = 1.0  #: wait between writing a claim and reading the others (longer than one write)
+T = tracking.TAG
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _live_parents(c, exp_id: str, spec_hash: str) -> list:
+    return tracking.search_all(c, [exp_id], f"tags.`{T}kind` = 'sweep' and tags.`{T}spec_hash` = '{spec_hash}' "
+                                            f"and attributes.status = '{tracking.RUNNING}'")
+
+
+def stale_reason(run, now_ms: int | None = None) -> str | None:
+    """Why a RUNNING parent's driver is gone, or None while it may still be alive."""
+    tags = run.data.tags
+    now_ms = _now_ms() if now_ms is None else now_ms
+    host, pid = tags.get(f"{T}host"), tags.get(f"{T}pid")
+    if host == socket.gethostname() and pid and pid.isdigit() and not _alive(int(pid)):
+        return f"driver pid {pid} on {host} is gone"
+    beat = int(tags.get(f"{T}heartbeat") or run.info.start_time)
+    if now_ms - beat > TTL_S * 1000:
+        return f"no heartbeat from {host or 'its driver'} for {(now_ms - beat) / 1000:.0f} s"
+    return None
+
+
+def expire_stale(c, exp_id: str, spec_hash: str) -> list[str]:
+    """Mark the parents of dead drivers of this spec KILLED (and their unfinished trials); their run ids."""
+    expired = []
+    for run in _live_parents(c, exp_id, spec_hash):
+        reason = stale_reason(run)
+        if reason is None:
+            continue
+        tracking.log_batch(c, run.info.run_id, tags={f"{T}end_reason": f"stale: {reason}"})
+        tracking.mark_unfinished(c, exp_id, run.info.run_id, tracking.KILLED)
+        c.set_terminated(run.info.run_id, tracking.KILLED)
+        expired.append(run.info.run_id)
+    return expired
+
+
+def claim_tags() -> dict:
+    """The tags that make a parent run a claim (given to ``create_run``, or set again on a resumed parent)."""
+    now = _now_ms()
+    return {f"{T}host": socket.gethostname(), f"{T}pid": str(os.getpid()), f"{T}claimed_at": str(now),
+            f"{T}heartbeat": str(now)}
+
+
+def claim(c, exp_id: str, spec_hash: str, parent_id: str, *, fresh: bool = True, file=None) -> None:
+    """Hold the sweep for ``parent_id`` (RUNNING with :func:`claim_tags`) or refuse in one line. A losing
+    ``fresh`` parent (created for this claim) is deleted; a resumed one goes back to KILLED."""
+    time.sleep(SETTLE_S)
+    mine = c.get_run(parent_id)
+    rank = (int(mine.data.tags[f"{T}claimed_at"]), parent_id)
+    for run in _live_parents(c, exp_id, spec_hash):
+        tags = run.data.tags
+        if run.info.run_id == parent_id or f"{T}claimed_at" not in tags or stale_reason(run) is not None:
+            continue
+        if (int(tags[f"{T}claimed_at"]), run.info.run_id) < rank:
+            if fresh:
+                c.delete_run(parent_id)  # it never started anything: leave no trace in the experiment
+            else:
+                c.set_terminated(parent_id, tracking.KILLED)
+            since = dt.datetime.fromtimestamp(int(tags[f"{T}claimed_at"]) / 1000).strftime("%Y-%m-%d %H:%M:%S")
+            raise InputError(f"this sweep is already running (host {tags.get(f'{T}host')}, pid {tags.get(f'{T}pid')}, "
+                             f"since {since}, parent run {run.info.run_id}); wait for it to end, or stop it and run "
+                             "again", file=file)
+
+
+class Heartbeat:
+    """Refresh a parent's ``matscale.heartbeat`` every :data:`HEARTBEAT_S` while the sweep runs (a context)."""
+
+    def __init__(self, c, parent_id: str):
+        self.c, self.parent_id = c, parent_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="matscale-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self.c.set_tag(self.parent_id, f"{T}heartbeat", str(_now_ms()))
+            except Exception:  # noqa: BLE001 - a missed beat is retried; a long outage expires the claim
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
