@@ -174,6 +174,7 @@ def _ray_init(address: str | None) -> None:
         import ray._private.ray_constants as ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default here, said explicitly: no warning
         ray.init(address="local", include_dashboard=False, configure_logging=False)
     else:  # "auto" (attach to the cluster this machine belongs to) or "ray://head:10001"
         ray.init(address=address, configure_logging=False)
@@ -220,6 +221,7 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
     expired = sweep_lock.expire_stale(c, exp_id, spec.hash)
     if expired:
         print(f"marked {len(expired)} sweep(s) of a driver that is gone KILLED: {', '.join(expired)}", file=out)
+    sweep_lock.check_free(c, exp_id, spec.hash, file=spec.path)
     runs = tracking.trial_runs(c, exp_id, spec.hash)
     finished = {r.data.tags[f"{tracking.TAG}trial_key"]: (hparams_of(r), r.data.metrics.get("val_loss"))
                 for r in runs if r.info.status == tracking.FINISHED}

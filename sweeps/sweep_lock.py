@@ -8,7 +8,8 @@ parent run of a sweep invocation carries a claim — tags ``matscale.host``, ``m
 1. :func:`expire_stale` — a RUNNING parent of the same spec whose heartbeat is older than :data:`TTL_S`, or
    whose driver ran on this host under a pid that no longer exists, is marked KILLED with the reason in
    ``matscale.end_reason``, and so are its unfinished trial runs (a crash never blocks the next run);
-2. :func:`claim` — writes its claim, waits :data:`SETTLE_S` so that a claim written at the same moment is
+2. :func:`check_free` refuses at once while another live driver holds the spec (before Ray starts);
+3. :func:`claim` — writes its claim, waits :data:`SETTLE_S` so that a claim written at the same moment is
    visible, then looks for other live claims of the spec: the earliest ``(claimed_at, run id)`` wins, every
    later one gives its claim up and refuses in one line naming the running sweep (host, pid, since).
 
@@ -85,25 +86,40 @@ def claim_tags() -> dict:
             f"{T}heartbeat": str(now)}
 
 
+def _running(run, file) -> InputError:
+    tags = run.data.tags
+    since = dt.datetime.fromtimestamp(int(tags[f"{T}claimed_at"]) / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    return InputError(f"this sweep is already running (host {tags.get(f'{T}host')}, pid {tags.get(f'{T}pid')}, "
+                      f"since {since}, parent run {run.info.run_id}); wait for it to end, or stop it and run again",
+                      file=file)
+
+
+def _live_claims(c, exp_id: str, spec_hash: str, but: str | None = None) -> list:
+    return [r for r in _live_parents(c, exp_id, spec_hash) if r.info.run_id != but and
+            f"{T}claimed_at" in r.data.tags and stale_reason(r) is None]
+
+
+def check_free(c, exp_id: str, spec_hash: str, *, file=None) -> None:
+    """Refuse at once (before Ray starts) while another live driver holds this sweep."""
+    live = _live_claims(c, exp_id, spec_hash)
+    if live:
+        raise _running(min(live, key=lambda r: int(r.data.tags[f"{T}claimed_at"])), file)
+
+
 def claim(c, exp_id: str, spec_hash: str, parent_id: str, *, fresh: bool = True, file=None) -> None:
     """Hold the sweep for ``parent_id`` (RUNNING with :func:`claim_tags`) or refuse in one line. A losing
     ``fresh`` parent (created for this claim) is deleted; a resumed one goes back to KILLED."""
     time.sleep(SETTLE_S)
     mine = c.get_run(parent_id)
     rank = (int(mine.data.tags[f"{T}claimed_at"]), parent_id)
-    for run in _live_parents(c, exp_id, spec_hash):
-        tags = run.data.tags
-        if run.info.run_id == parent_id or f"{T}claimed_at" not in tags or stale_reason(run) is not None:
-            continue
-        if (int(tags[f"{T}claimed_at"]), run.info.run_id) < rank:
-            if fresh:
-                c.delete_run(parent_id)  # it never started anything: leave no trace in the experiment
-            else:
-                c.set_terminated(parent_id, tracking.KILLED)
-            since = dt.datetime.fromtimestamp(int(tags[f"{T}claimed_at"]) / 1000).strftime("%Y-%m-%d %H:%M:%S")
-            raise InputError(f"this sweep is already running (host {tags.get(f'{T}host')}, pid {tags.get(f'{T}pid')}, "
-                             f"since {since}, parent run {run.info.run_id}); wait for it to end, or stop it and run "
-                             "again", file=file)
+    earlier = [r for r in _live_claims(c, exp_id, spec_hash, but=parent_id)
+               if (int(r.data.tags[f"{T}claimed_at"]), r.info.run_id) < rank]
+    if earlier:
+        if fresh:
+            c.delete_run(parent_id)  # it never started anything: leave no trace in the experiment
+        else:
+            c.set_terminated(parent_id, tracking.KILLED)
+        raise _running(min(earlier, key=lambda r: int(r.data.tags[f"{T}claimed_at"])), file)
 
 
 class Heartbeat:

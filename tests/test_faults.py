@@ -154,6 +154,8 @@ def test_the_later_claim_refuses_naming_the_running_sweep(store, monkeypatch):
     time.sleep(0.01)
     second = _parent(c, exp)
     sweep_lock.claim(c, exp, "h", first)  # the earlier claim holds
+    with pytest.raises(InputError, match="already running .*node-8"):  # a later driver refuses before Ray starts
+        sweep_lock.check_free(c, exp, "h")
     with pytest.raises(InputError, match=r"already running \(host node-8, pid \d+, since .*parent run " + first):
         sweep_lock.claim(c, exp, "h", second)
     assert c.get_run(second).info.lifecycle_stage == "deleted"  # a refused claim leaves nothing behind
