@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from analysis.fit import make_curve
-from analysis.laws import JOINT
+from analysis.laws import JOINT, make_law
 from analysis.report import log_analysis_run, plot_curve, plot_grid, safe_name, write_outputs
-from analysis.scaling import fit_curve
+from analysis.scaling import candidate_names, fit_curve
 from analysis.table import curve_from, read_table, select
 from gnn.errors import InputError
 from sweeps.spec import sci
 
 LAWS_HELP = "auto|power|floor|broken|broken_amp|bnsl:K|chinchilla|kaplan|kaplan_broken"
+MIN_BOOT = 10  # percentile_ci draws no interval from fewer resamples
 
 
 def _print_result(r: dict, name: str = "") -> None:
@@ -47,7 +49,33 @@ def _print_result(r: dict, name: str = "") -> None:
         print(f"   loss {t['loss']} needs x = {t['x']:.4g}" if t["reachable"] else f"   loss {t['loss']} is unreachable")
 
 
+def _check_numbers(args) -> None:
+    """The numeric flags of ``fit`` and ``analyze``: nonsense (negative, too few resamples, a loss that is not a
+    positive finite number) is one line naming the flag, not a traceback or a silently empty result."""
+    if args.bootstrap < 0 or 0 < args.bootstrap < MIN_BOOT:
+        raise InputError(f"--bootstrap must be 0 (no confidence intervals) or at least {MIN_BOOT}, got "
+                         f"{args.bootstrap}", field="bootstrap")
+    for flag in ("holdout", "seed"):
+        if getattr(args, flag) < 0:
+            raise InputError(f"--{flag} must be 0 or more, got {getattr(args, flag)}", field=flag)
+    if args.target is not None and not (math.isfinite(args.target) and args.target > 0):
+        raise InputError(f"--target must be a positive, finite loss, got {args.target}", field="target")
+
+
+def _check_holdout(holdout: int, curve, law: str, file=None, entry=None) -> None:
+    """``--holdout K`` must leave enough points to fit a candidate law (else every RMSLE would silently be NaN)."""
+    if not holdout:
+        return
+    xs, x2s = curve.spans()
+    need = min(make_law(name, xs, (0.0, 0.0), x2s).k + 1 for name in candidate_names(law, curve.joint))
+    if curve.n - holdout < need:
+        raise InputError(f"--holdout {holdout} leaves {max(curve.n - holdout, 0)} of the curve's {curve.n} distinct "
+                         f"points, and a fit needs {need}: hold out at most {max(curve.n - need, 0)}", file=file,
+                         entry=entry or None, field="holdout")
+
+
 def _cmd_fit(args) -> None:
+    _check_numbers(args)
     df = read_table(args.csv)
     df = select(df, args.where or [], file=args.csv)
     groups = [((), df)] if not args.group else list(df.groupby(args.group, sort=True))
@@ -57,6 +85,7 @@ def _cmd_fit(args) -> None:
     for key, sub in groups:
         name = ", ".join(f"{c}={v}" for c, v in zip(args.group or [], key if isinstance(key, tuple) else (key,)))
         curve = curve_from(sub, args.x, args.y, args.x2, file=args.csv)
+        _check_holdout(args.holdout, curve, args.law, file=args.csv, entry=name)
         r = fit_curve(curve, args.law, objective=args.objective, holdout=args.holdout, n_boot=args.bootstrap,
                       seed=args.seed, target=args.target)
         results.append((name, r))
@@ -76,9 +105,11 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
                        stage: str | None = None, log: bool = True, verbose: bool = True) -> dict:
     """Load, aggregate, fit every group, write plots/report/fits.json and log an ``analysis`` run."""
     from analysis.runs import VARIANT, aggregate, load_runs, variant_label
+    from sweeps import tracking
 
     out = Path(out)
     df, exp_id = load_runs(tracking_uri, experiment, sweep=sweep, stage=stage)
+    tracking_uri = tracking.use_credentials(tracking_uri)  # MLflow prints the URI it writes to: no password in it
     best, points, problems_df = aggregate(df, metric)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     groups = []
@@ -157,6 +188,9 @@ def _analyze_group(job) -> dict | str:
 def _cmd_analyze(args) -> None:
     from sweeps.tracking import env_tracking_uri
 
+    _check_numbers(args)
+    if args.json:  # MLflow writes "View run at URL" to stdout after each run it ends
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = args.tracking_uri or env_tracking_uri() or "sqlite:///runs/mlflow.db"
     res = analyze_experiment(args.experiment, uri, metric=args.metric, axis=args.axis, out=args.out, law=args.law,
                              objective=args.objective, holdout=args.holdout, n_boot=args.bootstrap, seed=args.seed,
@@ -177,8 +211,9 @@ def register(sub) -> None:
     p.add_argument("--x", required=True, help="column of x (D, or N for joint laws)")
     p.add_argument("--x2", help="column of D for joint laws (then --x is N)")
     p.add_argument("--y", required=True, help="column of the loss")
-    p.add_argument("--group", nargs="*", help="fit each group of these columns separately")
-    p.add_argument("--where", nargs="*", help="keep rows with COL=VALUE")
+    p.add_argument("--group", nargs="*", action="extend", help="fit each group of these columns separately")
+    p.add_argument("--where", nargs="*", action="extend",
+                   help="keep rows with COL=VALUE (several, or the flag repeated: every condition must hold)")
     p.add_argument("--law", default="auto", help=LAWS_HELP)
     p.add_argument("--objective", default="wls", choices=["wls", "huber"])
     p.add_argument("--holdout", type=int, default=0, help="hold out the K largest x to score extrapolation")

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -173,11 +174,42 @@ def write_files(out: Path, files: dict[str, str]) -> None:
 
 
 def log_analysis_run(tracking_uri: str, experiment_id: str, out: Path, groups: list[dict], metric: str,
-                     tags: dict | None = None) -> str:
-    """An ``analysis`` run in the experiment: winners as params, fitted values and CIs as metrics, files as artifacts."""
+                     tags: dict | None = None) -> str | None:
+    """An ``analysis`` run in the experiment: winners as params, fitted values and CIs as metrics, files as artifacts.
+
+    None, after a one-line warning, when the store takes no writes (a read-only folder or user): the files in
+    ``out`` are the analysis, the run only mirrors them.
+    """
+    from analysis.runs import failure
     from sweeps import tracking
 
-    c = tracking.client(tracking.normalise_uri(tracking_uri))
+    read_only = _read_only_store(tracking_uri)
+    if read_only:
+        print(f"warning: the analysis is in {out} but was not logged to {tracking.redact_uri(tracking_uri)} "
+              f"({read_only})", file=sys.stderr)
+        return None
+    try:
+        return _log_analysis_run(tracking.client(tracking.normalise_uri(tracking_uri)), experiment_id, out, groups,
+                                 metric, tags)
+    except Exception as exc:  # noqa: BLE001 - any backend failure: the analysis itself is done
+        print(f"warning: the analysis is in {out} but was not logged to {tracking.redact_uri(tracking_uri)} "
+              f"({failure(exc)})", file=sys.stderr)
+        return None
+
+
+def _read_only_store(tracking_uri: str) -> str | None:
+    """Why a local SQLite store takes no writes (its file or folder is read-only; SQLite writes a journal beside
+    the file), else None: asked before writing, since MLflow logs a traceback of every failed SQL write."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0]).resolve()
+    return next((f"{p} is read-only" for p in (db, db.parent) if not os.access(p, os.W_OK)), None)
+
+
+def _log_analysis_run(c, experiment_id: str, out: Path, groups: list[dict], metric: str, tags: dict | None) -> str:
+    """:func:`log_analysis_run` through the client ``c``."""
+    from sweeps import tracking
+
     run = c.create_run(experiment_id, run_name=f"analysis-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}",
                        tags={f"{tracking.TAG}kind": "analysis", f"{tracking.TAG}stage": "analysis", **(tags or {})})
     params, metrics = {"metric": metric}, {}

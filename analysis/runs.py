@@ -10,6 +10,9 @@ validation metric, then mean ± std over seeds per point; points whose seed spre
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from gnn.errors import InputError
@@ -25,13 +28,7 @@ def load_runs(tracking_uri: str, experiment: str, *, sweep: str | None = None, s
     """Every trial run of ``experiment`` (optionally of one sweep id, stage, status) as a DataFrame."""
     import pandas as pd
 
-    c = tracking.client(tracking.normalise_uri(tracking_uri))
-    try:
-        exp = c.get_experiment_by_name(experiment)
-    except Exception as exc:  # noqa: BLE001 - the backend could not be reached
-        raise InputError(f"cannot read {tracking_uri} ({type(exc).__name__})", field="tracking_uri") from None
-    if exp is None:
-        raise InputError(f"no experiment named {experiment!r} at {tracking_uri}", field="experiment")
+    _, c, exp = open_experiment(tracking_uri, experiment)
     f = [f"tags.`{tracking.TAG}kind` = 'trial'"]
     if sweep:
         f.append(f"tags.`{tracking.TAG}sweep_id` = '{sweep}'")
@@ -54,6 +51,49 @@ def load_runs(tracking_uri: str, experiment: str, *, sweep: str | None = None, s
         rows.append(row)
     df = pd.DataFrame(rows)
     return df, exp.experiment_id
+
+
+def open_experiment(tracking_uri: str, experiment: str):
+    """``(uri, client, experiment)`` for reading an existing experiment; every failure is one line.
+
+    ``uri`` is :func:`reading_uri`'s (nothing is created); a backend that cannot be opened (a missing database
+    driver, a refused login) or has no such experiment is an :class:`InputError`, the URI's password masked.
+    """
+    uri = reading_uri(tracking_uri, experiment)
+    try:
+        c = tracking.client(uri)
+        exp = c.get_experiment_by_name(experiment)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the backend could not be opened or reached
+        raise InputError(f"cannot read {tracking.redact_uri(tracking_uri)} ({failure(exc)})",
+                         field="tracking_uri") from None
+    if exp is None:
+        raise InputError(f"no experiment named {experiment!r} at {tracking.redact_uri(tracking_uri)}",
+                         field="experiment")
+    return uri, c, exp
+
+
+def reading_uri(tracking_uri: str, experiment: str) -> str:
+    """``tracking_uri`` checked for reading without creating anything (reading commands never create a store).
+
+    A SQLite store must be an existing file (its URI is made absolute); an http(s) server must answer within
+    seconds, and its credentials move out of the URI (:func:`sweeps.tracking.use_credentials`). Otherwise one line, the URI's
+    password masked.
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0]).resolve()
+        if not path.is_file():
+            raise InputError(f"no experiment named {experiment!r}: there is no MLflow store at {path} (a reading "
+                             "command creates none; check --tracking-uri or $MLFLOW_TRACKING_URI)", field="experiment")
+        return tracking.normalise_uri(tracking_uri)
+    tracking.check_reachable(tracking_uri)
+    return tracking.use_credentials(tracking_uri)
+
+
+def failure(exc: Exception) -> str:
+    """``Type: message`` of a backend failure, on one short line, URIs' passwords masked."""
+    return f"{type(exc).__name__}: {tracking.redact_uri(' '.join(str(exc).split()))[:200]}"
 
 
 def _number(v: str):

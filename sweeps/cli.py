@@ -13,6 +13,7 @@ SPECS = Path(__file__).resolve().parent / "specs"
 def _cmd_sweep(args) -> None:
     from sweeps.driver import run_sweep, summary_table
     from sweeps.spec import load_spec
+    from sweeps.tracking import redact_uri
 
     overrides = {"tracking_uri": args.tracking_uri} if args.tracking_uri else {}
     spec = load_spec(args.spec, overrides)
@@ -21,7 +22,8 @@ def _cmd_sweep(args) -> None:
         print(json.dumps(summary))
     elif not args.dry_run:
         print(summary_table(summary))
-        print(f"MLflow: experiment {spec.experiment!r} at {spec.tracking_uri}, parent run {summary['parent_run_id']}")
+        print(f"MLflow: experiment {spec.experiment!r} at {redact_uri(spec.tracking_uri)}, parent run "
+              f"{summary['parent_run_id']}")
     _exit_status(summary)
 
 
@@ -58,10 +60,12 @@ def _cmd_demo(args) -> None:
 
 
 def _cmd_refine(args) -> None:
+    from analysis.runs import open_experiment
     from sweeps.refine import refine_experiment
     from sweeps.tracking import env_tracking_uri
 
-    uri = args.tracking_uri or env_tracking_uri() or "sqlite:///runs/mlflow.db"
+    # opened for reading first: a missing store, or one that cannot be read, is one line and nothing is created
+    uri, _, _ = open_experiment(args.tracking_uri or env_tracking_uri() or "sqlite:///runs/mlflow.db", args.experiment)
     quiet = args.json
     res = refine_experiment(args.experiment, uri, axis=args.axis, points=args.points, seeds=args.seeds,
                             budget=args.budget, until_ci=args.until_ci, max_rounds=args.max_rounds,
@@ -82,7 +86,8 @@ def _cmd_server(args) -> None:
     from sweeps.server import serve
 
     serve(host=args.host, port=args.port, backend_store_uri=args.backend_store_uri,
-          artifacts_destination=args.artifacts_destination, auth=args.auth, public=args.public, workers=args.workers)
+          artifacts_destination=args.artifacts_destination, auth=args.auth, public=args.public, workers=args.workers,
+          no_auth=args.no_auth)
 
 
 def register(sub) -> None:
@@ -122,13 +127,17 @@ def register(sub) -> None:
     p.set_defaults(func=_cmd_cluster_check)
 
     p = sub.add_parser("server", help="start the MLflow tracking server (127.0.0.1:5000 unless told otherwise)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind: 127.0.0.1 (default) or a private IP")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind: 127.0.0.1 (default); any other (a "
+                   "private IP, 0.0.0.0, or a name of one) needs --public")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--backend-store-uri", help="default: $MLFLOW_BACKEND_STORE_URI or sqlite:///runs/mlflow.db")
     p.add_argument("--artifacts-destination", help="default: runs/mlartifacts (s3://…, gs://… on clusters)")
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
     p.add_argument("--auth", action="store_true", help="MLflow basic auth (users and passwords)")
-    p.add_argument("--public", action="store_true", help="allow binding 0.0.0.0 (no TLS: put a proxy in front)")
+    p.add_argument("--public", action="store_true", help="allow binding a non-loopback address (no TLS: put a "
+                   "proxy in front); needs --auth or --no-auth")
+    p.add_argument("--no-auth", action="store_true", help="with --public: accept anyone who reaches the server (an "
+                   "authenticating proxy is in front); prints a warning")
     p.set_defaults(func=_cmd_server)
 
     p = sub.add_parser("demo", help="run the demo sweep locally on built-in data (a few minutes on 2 cores)")
