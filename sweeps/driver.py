@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -174,7 +175,8 @@ def _ray_init(address: str | None) -> None:
         import ray._private.ray_constants as ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
-        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default here, said explicitly: no warning
+        # Ray enables token auth for a local cluster by default and warns about it on every start
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(address="local", include_dashboard=False, configure_logging=False)
     else:  # "auto" (attach to the cluster this machine belongs to) or "ray://head:10001"
         ray.init(address=address, configure_logging=False)
@@ -200,7 +202,8 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
         print(plan_table(spec, points, exact), file=out)
         return {"planned": len(points) * spec.hpo["trials_per_point"], "spec_hash": spec.hash}
 
-    spec.tracking_uri = tracking.normalise_uri(spec.tracking_uri)
+    # credentials leave the URI for MLflow's variables (inherited by local Ray workers): MLflow prints the URI
+    spec.tracking_uri = tracking.use_credentials(tracking.normalise_uri(spec.tracking_uri))
     # preflight, before anything is created: tracking store, Ray storage, data
     tracking.check_reachable(spec.tracking_uri, file=spec.path)
     tracking.check_writable(spec.tracking_uri, file=spec.path)
@@ -306,7 +309,7 @@ def _tune(spec: Spec, c, exp_id: str, parent_id: str, sweep_id: str, stage: str,
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
         results = tuner.fit()
         errors = [r.error for r in results if r.error is not None]
-        summary["errors"] = [f"{type(e).__name__}: {e}"[:300] for e in errors]
+        summary["errors"] = [tracking.redact_uri(f"{type(e).__name__}: {e}")[:300] for e in errors]
         if errors:
             status = tracking.FAILED
     except KeyboardInterrupt:

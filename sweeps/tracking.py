@@ -114,6 +114,29 @@ def normalise_uri(uri: str) -> str:
     return uri
 
 
+def use_credentials(uri: str) -> str:
+    """An http(s) ``uri`` without its ``user:password@``, which become ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD`` of this process (and of the local Ray workers it starts) instead.
+
+    MLflow 3 reads those variables on every request (its documented basic auth). It would also take the userinfo
+    of the URL (``requests`` does), but then it prints the password: "View run at http://user:password@…" after
+    every run it ends, and "API request to http://user:password@… failed" in its errors; without userinfo the URI
+    is safe to pass around. Percent-escapes in the userinfo are decoded; credentials in the URI win over the
+    variables. Workers on other nodes need the variables set there (as for any URI without credentials).
+    """
+    import urllib.parse
+
+    if not uri.startswith(("http://", "https://")):
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None:
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username)
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def check_writable(uri: str, field: str = "tracking_uri", file: str | None = None) -> None:
     """A local SQLite store (created here if new) must take writes, and so must its folder (SQLite keeps its
     journal there): one line naming the store, before a sweep creates anything."""
@@ -175,7 +198,7 @@ def check_reachable(uri: str, field: str = "tracking_uri", file: str | None = No
     (``http://user:password@host:5000``, percent-encoded where needed), else from ``MLFLOW_TRACKING_USERNAME`` /
     ``MLFLOW_TRACKING_PASSWORD``. MLflow 3 would take the userinfo too (``requests`` reads it from the URL), but it
     prints its URI ("View run at http://user:password@…") and repeats it in error texts: give MLflow the URI
-    without userinfo and the credentials in those variables (``analysis.runs.use_credentials``).
+    without userinfo and the credentials in those variables (:func:`use_credentials`).
     """
     if uri.startswith(("http://", "https://")):
         import base64
@@ -311,7 +334,8 @@ def replace_run(c, old, tags: dict | None = None) -> str:
     points to the new run (``matscale.superseded_by``, the new one back with ``matscale.replaces``) and, if it
     was still open, ends KILLED. So a run never holds two trainings' histories.
     """
-    keep = {k: v for k, v in old.data.tags.items() if not k.startswith("mlflow.") or k == "mlflow.parentRunId"}
+    keep = {k: v for k, v in old.data.tags.items() if (not k.startswith("mlflow.") or k == "mlflow.parentRunId")
+            and k not in (f"{TAG}node_id", f"{TAG}early_stopped", f"{TAG}failure_reason")}
     new = c.create_run(old.info.experiment_id, run_name=old.info.run_name,
                        tags={**keep, **(tags or {}), f"{TAG}replaces": old.info.run_id})
     new_id = new.info.run_id

@@ -91,12 +91,17 @@ def hparams_of(run) -> dict:
             if k.startswith("hp.") and k[3:] in SEARCHABLE}
 
 
+def started(run) -> bool:
+    """Whether a worker ever started this trial run (it tags its node first) or it holds any epoch."""
+    return f"{tracking.TAG}node_id" in run.data.tags or tracking.has_history(run)
+
+
 class TrialRecord:
     """Driver side: each trial's MLflow run, opened when the trial is first suggested.
 
     Hyperparameters are fixed once, at a trial's first suggestion, and stored with its run (params ``hp.*``).
     A trial key that already has an unfinished run (an earlier, crashed or interrupted invocation) keeps that
-    run's hyperparameters: a run that never started is reused, one that started is replaced by a fresh run
+    run's hyperparameters: a run no worker started is reused, one that started is replaced by a fresh run
     (:func:`sweeps.tracking.replace_run`). Only a trial without any run draws new ones.
     """
 
@@ -116,8 +121,9 @@ class TrialRecord:
             return {**config, "run_id": old.info.run_id}  # the trainable skips it
         tags = {"mlflow.parentRunId": ctx.parent_run_id, f"{tracking.TAG}sweep_id": ctx.sweep_id,
                 f"{tracking.TAG}stage": ctx.stage}
-        if old.info.status == tracking.SCHEDULED and not tracking.has_history(old):
-            tracking.log_batch(c, old.info.run_id, tags=tags)  # suggested before, never started: this sweep's now
+        if not started(old):  # suggested before, never started by a worker: this sweep's now
+            tracking.log_batch(c, old.info.run_id, tags=tags)
+            c.update_run(old.info.run_id, status=tracking.SCHEDULED)
             return {**config, "run_id": old.info.run_id}
         return {**config, "run_id": tracking.replace_run(c, old, tags)}
 
@@ -269,8 +275,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         if "run_id" not in config:  # a trial of a sweep started by an older matscale
             config = TrialRecord(ctx).open(config, lambda: config["hparams"])
         run = c.get_run(config["run_id"])
-        if run.info.status != tracking.FINISHED and (run.info.status != tracking.SCHEDULED or
-                                                     tracking.has_history(run)):
+        if run.info.status != tracking.FINISHED and started(run):
             run = c.get_run(tracking.replace_run(c, run))  # started before: start over in a fresh run
         run_id = run.info.run_id
     if run.info.status == tracking.FINISHED:

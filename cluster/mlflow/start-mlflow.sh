@@ -13,7 +13,7 @@
 set -euo pipefail
 sudo=$([ "$(id -u)" = 0 ] || echo sudo)  # root (containers, lab machines) has no sudo
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
-artifacts="" port=5000 auth=""
+artifacts="" port=5000 auth="--no-auth"  # a private address: reachable inside the cluster's network only
 while [ $# -gt 0 ]; do
   case "$1" in
     --artifacts) artifacts=$2; shift 2 ;;
@@ -44,7 +44,13 @@ if [ -z "${MATSCALE_MLFLOW_DB:-}" ]; then  # PostgreSQL on the head, reachable o
 fi
 export MLFLOW_BACKEND_STORE_URI=$MATSCALE_MLFLOW_DB  # read by mlflow from the environment: not in `ps`
 python3 -m pip install -q "psycopg[binary]"
-nohup matscale server --host "$host" --port "$port" \
+if [ "$auth" = --auth ]; then  # MLflow basic auth: its extras, and a CSRF secret kept in ~/.matscale (mode 600)
+  python3 -m pip install -q "mlflow[auth]"
+  [ -s ~/.matscale/flask-secret ] || (umask 077; openssl rand -hex 32 > ~/.matscale/flask-secret)
+  export MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat ~/.matscale/flask-secret)
+fi
+# a private address is not loopback: matscale server wants --public, and --auth or an explicit --no-auth
+nohup matscale server --host "$host" --public --port "$port" \
   --artifacts-destination "${artifacts:-$MATSCALE_SHARED/matscale/mlartifacts}" $auth \
   > ~/.matscale/mlflow.log 2>&1 &
 for _ in $(seq 60); do curl -sf "http://$host:$port/health" >/dev/null && break; sleep 1; done
