@@ -190,8 +190,6 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
     spec refuses while the first runs (:mod:`sweeps.sweep_lock`); trials keep the hyperparameters of their
     MLflow runs (:class:`sweeps.trial.TrialRecord`).
     """
-    from sweeps.trial import hparams_of
-
     store_path = store_location(spec)
     exact = (store_path / "meta.json").exists()
     if dry_run:
@@ -225,10 +223,7 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
     if expired:
         print(f"marked {len(expired)} sweep(s) of a driver that is gone KILLED: {', '.join(expired)}", file=out)
     sweep_lock.check_free(c, exp_id, spec.hash, file=spec.path)
-    runs = tracking.trial_runs(c, exp_id, spec.hash)
-    finished = {r.data.tags[f"{tracking.TAG}trial_key"]: (hparams_of(r), r.data.metrics.get("val_loss"))
-                for r in runs if r.info.status == tracking.FINISHED}
-    started = {r.data.tags[f"{tracking.TAG}trial_key"] for r in runs} - set(finished)
+    finished, started = _recorded(c, exp_id, spec)
     prefix = f"{spec.experiment}-{spec.hash[:8]}-"
     restored = _find_restorable(storage, prefix) if resume else None
     total = len(points) * spec.hpo["trials_per_point"]
@@ -261,8 +256,27 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
     with sweep_lock.Heartbeat(c, parent_id):
         _tune(spec, c, exp_id, parent_id, sweep_id, stage, points, resources, restored, storage, prefix,
               store_path, source_path, finished, started, extra_tags, progress, out, summary)
+        missing = tracking.count_missing(c, exp_id, spec, points) if restored is not None else 0
+        if missing:  # e.g. Ray lost a checkpoint its restored state still named: run those again, same values
+            print(f"{missing} trials were not completed by the restored Ray experiment; running them again with "
+                  "their logged hyperparameters", file=out)
+            c.update_run(parent_id, status=tracking.RUNNING)
+            finished, started = _recorded(c, exp_id, spec)
+            _tune(spec, c, exp_id, parent_id, sweep_id, stage, points, resources, None, storage,
+                  prefix + "topup-", store_path, source_path, finished, started, extra_tags, progress, out, summary)
     summary["trials"] = _trials(c, exp_id, spec)
     return summary
+
+
+def _recorded(c, exp_id: str, spec: Spec) -> tuple[dict, set]:
+    """What MLflow says of this spec's trials: ``{key: (hparams, val_loss)}`` of the FINISHED ones, and the keys
+    of those started but not finished."""
+    from sweeps.trial import hparams_of
+
+    runs = tracking.trial_runs(c, exp_id, spec.hash)
+    finished = {r.data.tags[f"{tracking.TAG}trial_key"]: (hparams_of(r), r.data.metrics.get("val_loss"))
+                for r in runs if r.info.status == tracking.FINISHED}
+    return finished, {r.data.tags[f"{tracking.TAG}trial_key"] for r in runs} - set(finished)
 
 
 def _tune(spec: Spec, c, exp_id: str, parent_id: str, sweep_id: str, stage: str, points: list, resources: dict,
