@@ -849,8 +849,9 @@ def s_ctrl_c_resume(sc: Scenario) -> None:
     h = spec_hash(spec)
     probe = Probe(sc.uri, "tiny")
     cmd = sc.sweep("first", spec)
-    wait_until(lambda: len(probe.trials(h, "FINISHED")) >= 1 and probe.trials(h, "RUNNING", min_steps=1), 420,
-               "a FINISHED and a RUNNING trial", [cmd])
+    # a trial 2 epochs in has a checkpoint Tune registered: --resume continues its run instead of starting over
+    wait_until(lambda: len(probe.trials(h, "FINISHED")) >= 1 and probe.trials(h, "RUNNING", min_steps=2), 420,
+               "a FINISHED trial and one 2 epochs in", [cmd])
     t = time.time()
     cmd.signal(signal.SIGINT)
     try:
