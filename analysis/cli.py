@@ -1,52 +1,34 @@
-"""``matscale fit`` (any CSV) and ``matscale analyze`` (an MLflow experiment written by sweeps/)."""
+"""The ``matscale`` command line — the top of the stack: it registers the commands of every layer.
+
+    matscale data import KIND SRC --out DIR     read optimetal | petousis | cif-folder | extxyz data into a store
+    matscale data synth --n N --out DIR         built-in synthetic metals (ε(ω) and ω_D labels)
+    matscale data info DIR                      summarise a store
+    matscale train --data DIR --arch cgc --n-params 1e5 --fraction 0.25 --seed 0 --epochs 5 --json
+    matscale sweep SPEC [--address local|auto|ray://…] [--tracking-uri URI] [--resume] [--dry-run]
+    matscale cluster check FILE…                validate cluster configs offline
+    matscale server                             an MLflow tracking server
+    matscale demo                               the demo sweep on embedded defaults, then its analysis
+    matscale fit CSV --x COL --y COL [...]      fit scaling laws to any table
+    matscale analyze --experiment NAME [...]    fit scaling laws to a sweep's MLflow experiment
+    matscale refine --experiment NAME [...]     extra trials near the breakpoints, refit, repeat
+
+User errors print one line (``error: FILE: entry 'ID': field 'NAME': ...``) and exit with status 2. Every heavy
+import (torch, Ray, MLflow, pandas) happens inside a command, so ``--help`` answers at once.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
+import sys
 from pathlib import Path
 
-from analysis.fit import make_curve
-from analysis.laws import JOINT, make_law
-from analysis.report import log_analysis_run, plot_curve, plot_grid, safe_name, write_outputs
-from analysis.scaling import candidate_names, fit_curve
-from analysis.table import curve_from, read_table, select
 from gnn.errors import InputError
-from sweeps.spec import sci
 
 LAWS_HELP = "auto|power|floor|broken|broken_amp|bnsl:K|chinchilla|kaplan|kaplan_broken"
 MIN_BOOT = 10  # percentile_ci draws no interval from fewer resamples
-
-
-def _print_result(r: dict, name: str = "") -> None:
-    head = f"== {name}: " if name else "== "
-    print(f"{head}{r['n_points']} points, {r['n_runs']} runs; best law by AICc: {r['law']}  ({r['formula']})")
-    print(f"   {'law':<12} {'AICc':>10} {'RMSLE held out':>15}")
-    for c in r["candidates"]:
-        aicc = f"{c['aicc']:.2f}" if isinstance(c["aicc"], float) else str(c["aicc"])
-        rm = f"{c['rmsle_holdout']:.4f}" if isinstance(c["rmsle_holdout"], float) else "–"
-        print(f"   {c['law']:<12} {aicc:>10} {rm:>15}")
-    print(f"   {'param':<10} {'value':>12} {'stderr':>12} {'95% CI':>28}")
-    for k, v in r["params"].items():
-        lo, hi = r["ci"].get(k, [None, None])
-        ci = f"[{lo:.4g}, {hi:.4g}]" if lo is not None and hi is not None else "–"
-        print(f"   {k:<10} {v:>12.4g} {r['stderr'].get(k, float('nan')):>12.3g} {ci:>28}")
-    for bp in r.get("breakpoints", []):
-        lo, hi = bp["ci"]
-        print(f"   break at {bp['x']:.4g}" + (f"  (95% CI {lo:.4g} – {hi:.4g})" if lo is not None else ""))
-    if r.get("saturation"):
-        s = r["saturation"]
-        for label, key in (("saturation (floor)", "x_floor"), ("saturation (slope)", "x_slope")):
-            v = s[key]["value"]
-            if v is not None:
-                print(f"   {label} at {v:.4g}")
-    if r.get("doubling"):
-        print(f"   doubling x from {r['doubling']['x']:.4g} lowers the loss by {100 * r['doubling']['value']:.2f} %")
-    if r.get("target"):
-        t = r["target"]
-        print(f"   loss {t['loss']} needs x = {t['x']:.4g}" if t["reachable"] else f"   loss {t['loss']} is unreachable")
 
 
 def _check_numbers(args) -> None:
@@ -64,6 +46,9 @@ def _check_numbers(args) -> None:
 
 def _check_holdout(holdout: int, curve, law: str, file=None, entry=None) -> None:
     """``--holdout K`` must leave enough points to fit a candidate law (else every RMSLE would silently be NaN)."""
+    from analysis.laws import make_law
+    from analysis.scaling import candidate_names
+
     if not holdout:
         return
     xs, x2s = curve.spans()
@@ -75,6 +60,10 @@ def _check_holdout(holdout: int, curve, law: str, file=None, entry=None) -> None
 
 
 def _cmd_fit(args) -> None:
+    from analysis.experiment import print_result
+    from analysis.scaling import fit_curve
+    from analysis.table import curve_from, read_table, select
+
     _check_numbers(args)
     df = read_table(args.csv)
     df = select(df, args.where or [], file=args.csv)
@@ -96,116 +85,63 @@ def _cmd_fit(args) -> None:
             print(json.dumps([{"group": n, **r} for n, r in results], default=str))
         return
     for name, r in results:
-        _print_result(r, name)
-
-
-def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val_loss", axis: str = "data",
-                       out: str | Path = "analysis", law: str = "auto", objective: str = "wls", holdout: int = 0,
-                       n_boot: int = 1000, seed: int = 0, target: float | None = None, sweep: str | None = None,
-                       stage: str | None = None, log: bool = True, verbose: bool = True) -> dict:
-    """Load, aggregate, fit every group, write plots/report/fits.json and log an ``analysis`` run."""
-    from analysis.runs import VARIANT, aggregate, load_runs, variant_label
-    from sweeps import tracking
-
-    out = Path(out)
-    df, exp_id = load_runs(tracking_uri, experiment, sweep=sweep, stage=stage)
-    tracking_uri = tracking.use_credentials(tracking_uri)  # MLflow prints the URI it writes to: no password in it
-    best, points, problems_df = aggregate(df, metric)
-    (out / "plots").mkdir(parents=True, exist_ok=True)
-    groups = []
-    specs = []
-    if axis in ("transfer", "coverage"):
-        from analysis.variants import analyze_coverage, analyze_transfer
-
-        run = analyze_transfer if axis == "transfer" else analyze_coverage
-        return run(experiment, tracking_uri, best, points, exp_id, out=out, metric=metric, n_boot=n_boot, seed=seed,
-                   target=target, log=log, verbose=verbose)
-    if axis in ("data", "both"):
-        for (arch, n, *v), sub in best.groupby(["arch", "n_params_target"] + VARIANT):
-            specs.append(("data", f"{arch} N={sci(n)}{variant_label(*v)}", sub, "n_train", None))
-    if axis in ("params", "both"):
-        for (arch, d, *v), sub in best.groupby(["arch", "n_train"] + VARIANT):
-            specs.append(("params", f"{arch} D={int(d)}{variant_label(*v)}", sub, "n_params", None))
-    if axis == "both":
-        for (arch, *v), sub in best.groupby(["arch"] + VARIANT):
-            specs.append(("joint", f"{arch} joint{variant_label(*v)}", sub, "n_params", "n_train"))
-    if axis not in ("data", "params", "both"):
-        raise InputError(f"axis must be data, params, both, transfer or coverage, got {axis!r}", field="axis")
-    jobs = []
-    for kind, name, sub, xcol, x2col in specs:
-        curve = make_curve(sub[xcol].to_numpy(float), sub[metric].to_numpy(float),
-                           None if x2col is None else sub[x2col].to_numpy(float))
-        group_law = law if (kind == "joint") == (law in JOINT) else "auto"  # a 1-D law for 1-D groups only
-        options = {"objective": objective, "holdout": holdout, "n_boot": n_boot, "seed": seed, "target": target}
-        jobs.append((kind, name, curve, group_law, options, out / "plots", metric))
-    cores = len(os.sched_getaffinity(0))
-    if len(jobs) > 1 and cores > 1:  # groups in parallel, each fitted in one process
-        with ProcessPoolExecutor(min(cores, len(jobs))) as pool:
-            done = list(pool.map(_analyze_group, [j + (1,) for j in jobs]))
-    else:
-        done = [_analyze_group(j + (None,)) for j in jobs]
-    groups, skipped = [], []
-    for item in done:
-        if isinstance(item, str):
-            skipped.append(item)
-            continue
-        groups.append(item)
-        if verbose:
-            _print_result(item["result"], item["name"])
-    if not groups:
-        raise InputError("no group has enough distinct points to fit" + (f" ({skipped[0]})" if skipped else ""),
-                         field="axis")
-    problems = [f"{row.trial_key}: {row.status}" + (f" ({row.failure_reason})" if row.failure_reason else "")
-                for row in problems_df.itertuples()]
-    flagged = [f"{p.arch} N={sci(p.n_params_target)} D={int(p.n_train)}: spread {100 * p.spread:.1f} % over {p.seeds} "
-               f"seeds" for p in points.itertuples() if p.flag_spread]
-    write_outputs(out, f"Scaling analysis of {experiment} ({metric})", groups, problems + skipped, flagged)
-    run_id = log_analysis_run(tracking_uri, exp_id, out, groups, metric,
-                              {"matscale.axis": axis, **({"matscale.sweep_id": sweep} if sweep else {})}) if log else None
-    if verbose:
-        print(f"wrote {out / 'fits.json'}, {out / 'report.md'} and {len(groups)} plots"
-              + (f"; MLflow analysis run {run_id}" if run_id else ""))
-    return {"groups": [{"name": g["name"], "axis": g["axis"], **g["result"]} for g in groups],
-            "problems": problems, "flagged": flagged, "skipped": skipped, "run_id": run_id, "out": str(out)}
-
-
-def _analyze_group(job) -> dict | str:
-    """Fit one group's curve and draw its plot (runs in a worker); a string says why it was skipped."""
-    kind, name, curve, group_law, options, plots, metric, workers = job
-    try:
-        r = fit_curve(curve, group_law, workers=workers, **options)
-    except InputError as exc:
-        return f"{name}: {exc}"
-    plot = f"{kind}-{safe_name(name)}.png"
-    if kind == "joint":
-        plot_grid(name, curve, r, plots / plot)
-    else:
-        plot_curve(name, curve, r, plots / plot, "D (training structures)" if kind == "data" else "N (parameters)",
-                   metric)
-    return {"name": name, "axis": kind, "result": r, "plot": plot}
+        print_result(r, name)
 
 
 def _cmd_analyze(args) -> None:
-    from sweeps.tracking import env_tracking_uri
+    from analysis.experiment import analyze_experiment
+    from sweeps.tracking import default_uri
 
     _check_numbers(args)
     if args.json:  # MLflow writes "View run at URL" to stdout after each run it ends
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    uri = args.tracking_uri or env_tracking_uri() or "sqlite:///runs/mlflow.db"
-    res = analyze_experiment(args.experiment, uri, metric=args.metric, axis=args.axis, out=args.out, law=args.law,
-                             objective=args.objective, holdout=args.holdout, n_boot=args.bootstrap, seed=args.seed,
-                             target=args.target, sweep=args.sweep, stage=args.stage, verbose=not args.json)
+    res = analyze_experiment(args.experiment, default_uri(args.tracking_uri), metric=args.metric, axis=args.axis,
+                             out=args.out, law=args.law, objective=args.objective, holdout=args.holdout,
+                             n_boot=args.bootstrap, seed=args.seed, target=args.target, sweep=args.sweep,
+                             stage=args.stage, verbose=not args.json)
     if args.json:
         print(json.dumps(res, default=str))
 
 
-def report_after_sweep(spec, summary: dict) -> None:
-    """What ``matscale demo`` runs after its sweep: the data-axis analysis, written next to the Ray results."""
-    out = Path(spec.storage_path).parent / "analysis"
-    analyze_experiment(spec.experiment, spec.tracking_uri, axis="data", out=out, holdout=1, n_boot=1000)
+def _cmd_refine(args) -> None:
+    from analysis.refine import refine_experiment
+    from analysis.runs import open_experiment
+    from sweeps.tracking import default_uri
+
+    # opened for reading first: a missing store, or one that cannot be read, is one line and nothing is created
+    uri, _, _ = open_experiment(default_uri(args.tracking_uri), args.experiment)
+    quiet = args.json
+    res = refine_experiment(args.experiment, uri, axis=args.axis, points=args.points, seeds=args.seeds,
+                            budget=args.budget, until_ci=args.until_ci, max_rounds=args.max_rounds,
+                            dry_run=args.dry_run, address=args.address, law=args.law, progress=not quiet,
+                            out=(lambda *a: None) if quiet else print)
+    if args.json:
+        print(json.dumps(res, default=float))
+
+
+def _cmd_demo(args) -> None:
+    from analysis.experiment import analyze_experiment
+    from sweeps.cli import SPECS, exit_status
+    from sweeps.driver import run_sweep, summary_table
+    from sweeps.spec import load_spec
+
+    out = Path(args.out).resolve()
+    db = f"sqlite:///{out / 'mlflow.db'}"
+    spec = load_spec(SPECS / "demo.yaml", {"tracking_uri": db, "storage_path": str(out / "ray")})
+    spec.dataset["data_dir"] = str(out / "data")
+    summary = run_sweep(spec, address="local", resume=args.resume)
+    print(summary_table(summary))
+    exit_status(summary)
+    analyze_experiment(spec.experiment, spec.tracking_uri, axis="data", out=out / "analysis", holdout=1, n_boot=1000)
+    print(f"\nBrowse the runs:  mlflow ui --backend-store-uri {db} --host 127.0.0.1 --port 5000\n"
+          f"then open http://127.0.0.1:5000 (experiment {spec.experiment!r}).")
 
 
 def register(sub) -> None:
+    """Add the analysis commands (``fit``, ``analyze``, ``refine``, ``demo``) to the ``matscale`` parser."""
+    from analysis.experiment import AXES
+    from sweeps.tracking import DEFAULT_URI
+
     p = sub.add_parser("fit", help="fit scaling laws to any CSV table of results")
     p.add_argument("csv")
     p.add_argument("--x", required=True, help="column of x (D, or N for joint laws)")
@@ -225,9 +161,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("analyze", help="fit scaling laws to an MLflow experiment written by `matscale sweep`")
     p.add_argument("--experiment", required=True)
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
+    p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {DEFAULT_URI})")
     p.add_argument("--metric", default="val_loss")
-    p.add_argument("--axis", default="data", choices=["data", "params", "both", "transfer", "coverage"],
+    p.add_argument("--axis", default="data", choices=AXES,
                    help="data/params/both: scaling laws; transfer: L(source_n) = D n^-alpha + C per target size "
                         "against the no-pretraining baseline; coverage: curves per subset strategy and where more "
                         "diverse data raises the loss")
@@ -242,3 +178,49 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("refine", help="launch extra trials near the breakpoints of an experiment, refit, repeat")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {DEFAULT_URI})")
+    p.add_argument("--axis", default="data", choices=["data", "params"])
+    p.add_argument("--points", type=int, default=3, help="new axis values per curve and round")
+    p.add_argument("--seeds", type=int, help="seeds per new value (default: the parent sweep's)")
+    p.add_argument("--budget", type=int, help="at most this many new trials in all")
+    p.add_argument("--until-ci", type=float, default=0.1, help="stop when every break's 95%% CI half-width ≤ this "
+                   "many decades")
+    p.add_argument("--max-rounds", type=int, default=3, help="rounds in all, earlier invocations included")
+    p.add_argument("--law", default="auto", choices=["auto", "broken", "broken_amp"],
+                   help="the break's law: auto (the interval includes the choice between the two; default), broken "
+                        "(assume the paper's amplitude-tied form), broken_amp (free amplitude)")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "local"))
+    p.add_argument("--dry-run", action="store_true", help="print the proposal and the predicted CI; launch nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_refine)
+
+    p = sub.add_parser("demo", help="run the demo sweep locally on built-in data (a few minutes on 2 cores)")
+    p.add_argument("--out", default="runs/demo", help="output folder (MLflow SQLite store, Ray results, data)")
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``matscale`` parser: gnn's commands (data, train), sweeps' (sweep, cluster, server), then these."""
+    from gnn.cli import register as register_gnn
+    from sweeps.cli import register as register_sweeps
+
+    parser = argparse.ArgumentParser(prog="matscale", description="Neural scaling laws of GNNs on crystals.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register_gnn(sub)
+    register_sweeps(sub)
+    register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gnn.cli import run_command
+
+    return run_command(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

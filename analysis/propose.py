@@ -114,10 +114,10 @@ def _optimal_design(fit, curve: Curve, draws: np.ndarray, k: int, grid: np.ndarr
     """
     law = fit.law
     theta = np.vstack([fit.theta, _fitted(law, draws[:max_draws - 1])]) if len(draws) else fit.theta[None, :]
-    jac_old = _log_jacobian(law, theta, np.log10(curve.x))  # [B, n, k]
+    jac_old = log_jacobian(law, theta, np.log10(curve.x))  # [B, n, k]
     s_old = np.array([len(r) for r in curve.reps], float)
     m = np.einsum("bni,bnj,n->bij", jac_old, jac_old, s_old) + 1e-9 * np.eye(law.k)
-    jac_new = _log_jacobian(law, theta, grid)  # [B, G, k]
+    jac_new = log_jacobian(law, theta, grid)  # [B, G, k]
     chosen: list[float] = []
     spacing = float(np.min(np.diff(grid))) if len(grid) > 1 else 0.0
     for _ in range(k):
@@ -146,7 +146,7 @@ def _fitted(law, natural: np.ndarray) -> np.ndarray:
     return np.stack([np.log10(natural[:, j]) if p.log else natural[:, j] for j, p in enumerate(law.params)], axis=1)
 
 
-def _log_jacobian(law, theta: np.ndarray, log_x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+def log_jacobian(law, theta: np.ndarray, log_x: np.ndarray, h: float = 1e-5) -> np.ndarray:
     """∂ ln L(x) / ∂θ for every parameter row: ``[B, len(log_x), k]`` by central differences."""
     x = np.broadcast_to(10.0 ** np.asarray(log_x, float), (theta.shape[0], len(log_x)))
     out = np.empty(x.shape + (law.k,))

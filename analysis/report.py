@@ -21,7 +21,8 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("=", ""))
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (imported on first use: plotting is optional)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +33,7 @@ def _plt():
 
 def plot_curve(title: str, curve: Curve, result: dict, path: Path, xlabel: str, ylabel: str) -> None:
     """Log-log means ± seed std, every candidate law, the breakpoint CI band, and residuals of the winner."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax, rax) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     err = np.nan_to_num(curve.std)
     ax.errorbar(curve.x, curve.y, yerr=err, fmt="o", color="k", capsize=3, label="seed mean ± std", zorder=5)
@@ -70,7 +71,7 @@ def plot_curve(title: str, curve: Curve, result: dict, path: Path, xlabel: str, 
 
 def plot_grid(title: str, curve: Curve, result: dict, path: Path) -> None:
     """Heat map of the joint law over (N, D) with iso-loss contours, the observed points and the frontier."""
-    plt = _plt()
+    plt = pyplot()
     xs, x2s = curve.spans()
     law = make_law(result["law"], xs, (0.0, 0.0), x2s)
     n = np.logspace(xs[0] - 0.2, xs[1] + 0.2, 120)
@@ -100,7 +101,8 @@ def plot_grid(title: str, curve: Curve, result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
+    """A number for a report: 4 significant digits, ``–`` for a missing one."""
     if v is None:
         return "–"
     if isinstance(v, str):
@@ -117,30 +119,30 @@ def markdown(title: str, groups: list[dict], problems: list[dict], flagged: list
                   f"{r['objective']}; {r['n_boot']} bootstrap resamples; winner by AICc: **{r['law']}** "
                   f"(`{r['formula']}`).", "", "| law | AICc | RMSLE (held out) | parameters |", "|---|---|---|---|"]
         for c in r["candidates"]:
-            ps = ", ".join(f"{k}={_fmt(v)}" for k, v in c["params"].items())
-            lines.append(f"| {c['law']} | {_fmt(c['aicc'])} | {_fmt(c['rmsle_holdout'])} | {ps} |")
+            ps = ", ".join(f"{k}={fmt(v)}" for k, v in c["params"].items())
+            lines.append(f"| {c['law']} | {fmt(c['aicc'])} | {fmt(c['rmsle_holdout'])} | {ps} |")
         lines += ["", "| parameter | value | std. error | 95% CI |", "|---|---|---|---|"]
         for k, v in r["params"].items():
             ci = r["ci"].get(k, [None, None])
-            lines.append(f"| {k} | {_fmt(v)} | {_fmt(r['stderr'].get(k))} | [{_fmt(ci[0])}, {_fmt(ci[1])}] |")
+            lines.append(f"| {k} | {fmt(v)} | {fmt(r['stderr'].get(k))} | [{fmt(ci[0])}, {fmt(ci[1])}] |")
         lines.append("")
         for bp in r.get("breakpoints", []):
-            lines.append(f"- Break at x = {_fmt(bp['x'])} (95% CI [{_fmt(bp['ci'][0])}, {_fmt(bp['ci'][1])}]).")
+            lines.append(f"- Break at x = {fmt(bp['x'])} (95% CI [{fmt(bp['ci'][0])}, {fmt(bp['ci'][1])}]).")
         sat = r.get("saturation")
         if sat:
             xf, xs = sat["x_floor"], sat["x_slope"]
-            lines.append(f"- Saturation: L − L_inf ≤ {sat['frac']:.0%} of L_inf from x = {_fmt(xf['value'])} "
-                         f"(CI [{_fmt(xf['ci'][0])}, {_fmt(xf['ci'][1])}]); local slope < {sat['slope_min']} from "
-                         f"x = {_fmt(xs['value'])} (CI [{_fmt(xs['ci'][0])}, {_fmt(xs['ci'][1])}]); slope at the "
-                         f"largest x: {_fmt(sat['slope_at_max_x']['value'])}.")
+            lines.append(f"- Saturation: L − L_inf ≤ {sat['frac']:.0%} of L_inf from x = {fmt(xf['value'])} "
+                         f"(CI [{fmt(xf['ci'][0])}, {fmt(xf['ci'][1])}]); local slope < {sat['slope_min']} from "
+                         f"x = {fmt(xs['value'])} (CI [{fmt(xs['ci'][0])}, {fmt(xs['ci'][1])}]); slope at the "
+                         f"largest x: {fmt(sat['slope_at_max_x']['value'])}.")
         if r.get("doubling"):
             dbl = r["doubling"]
-            lines.append(f"- Doubling x from {_fmt(dbl['x'])} lowers the loss by {_fmt(100 * dbl['value'])} % "
-                         f"(CI [{_fmt(100 * dbl['ci'][0]) if dbl['ci'][0] is not None else '–'}, "
-                         f"{_fmt(100 * dbl['ci'][1]) if dbl['ci'][1] is not None else '–'}] %).")
+            lines.append(f"- Doubling x from {fmt(dbl['x'])} lowers the loss by {fmt(100 * dbl['value'])} % "
+                         f"(CI [{fmt(100 * dbl['ci'][0]) if dbl['ci'][0] is not None else '–'}, "
+                         f"{fmt(100 * dbl['ci'][1]) if dbl['ci'][1] is not None else '–'}] %).")
         if r.get("target"):
             t = r["target"]
-            lines.append(f"- Loss {t['loss']} needs x = {_fmt(t['x'])} (CI [{_fmt(t['ci'][0])}, {_fmt(t['ci'][1])}])"
+            lines.append(f"- Loss {t['loss']} needs x = {fmt(t['x'])} (CI [{fmt(t['ci'][0])}, {fmt(t['ci'][1])}])"
                          if t["reachable"] else f"- Loss {t['loss']} is unreachable: below the fitted asymptote.")
         if r.get("regimes"):
             pts = r["regimes"]["points"]
@@ -208,10 +210,10 @@ def _read_only_store(tracking_uri: str) -> str | None:
 
 def _log_analysis_run(c, experiment_id: str, out: Path, groups: list[dict], metric: str, tags: dict | None) -> str:
     """:func:`log_analysis_run` through the client ``c``."""
-    from sweeps import tracking
+    from sweeps import record, tracking
 
     run = c.create_run(experiment_id, run_name=f"analysis-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}",
-                       tags={f"{tracking.TAG}kind": "analysis", f"{tracking.TAG}stage": "analysis", **(tags or {})})
+                       tags={record.KIND: record.KIND_ANALYSIS, record.STAGE: record.STAGE_ANALYSIS, **(tags or {})})
     params, metrics = {"metric": metric}, {}
     for g in groups:
         key = safe_name(g["name"])
@@ -230,5 +232,5 @@ def _log_analysis_run(c, experiment_id: str, out: Path, groups: list[dict], metr
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
     tracking.log_batch(c, run.info.run_id, metrics=metrics, params=params)
     c.log_artifacts(run.info.run_id, str(out))
-    c.set_terminated(run.info.run_id, tracking.FINISHED)
+    c.set_terminated(run.info.run_id, record.FINISHED)
     return run.info.run_id

@@ -10,13 +10,12 @@ validation metric, then mean ± std over seeds per point; points whose seed spre
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from gnn.errors import InputError
-from sweeps import tracking
+from sweeps import record, tracking
 
 VARIANT = ["subset", "source_n", "strategy"]
 POINT = ["arch", "n_params_target", "n_train"] + VARIANT
@@ -25,32 +24,14 @@ SPREAD_FLAG = 0.05
 
 def load_runs(tracking_uri: str, experiment: str, *, sweep: str | None = None, stage: str | None = None,
               status: str | None = None):
-    """Every trial run of ``experiment`` (optionally of one sweep id, stage, status) as a DataFrame."""
+    """``(table, experiment_id)``: every trial run of ``experiment`` (optionally of one sweep id, stage, status)
+    as a DataFrame, one row per run (:func:`sweeps.record.trial_row`)."""
     import pandas as pd
 
     _, c, exp = open_experiment(tracking_uri, experiment)
-    f = [f"tags.`{tracking.TAG}kind` = 'trial'"]
-    if sweep:
-        f.append(f"tags.`{tracking.TAG}sweep_id` = '{sweep}'")
-    if stage:
-        f.append(f"tags.`{tracking.TAG}stage` = '{stage}'")
-    if status:
-        f.append(f"attributes.status = '{status}'")
-    runs = tracking.search_all(c, [exp.experiment_id], " and ".join(f))
-    rows = []
-    for r in runs:
-        t, m, p = r.data.tags, r.data.metrics, r.data.params
-        row = {"run_id": r.info.run_id, "status": r.info.status, "stage": t.get(f"{tracking.TAG}stage"),
-               "sweep_id": t.get(f"{tracking.TAG}sweep_id"), "trial_key": t.get(f"{tracking.TAG}trial_key"),
-               "point": t.get(f"{tracking.TAG}point"), "arch": p.get("arch", t.get(f"{tracking.TAG}arch")),
-               "failure_reason": t.get(f"{tracking.TAG}failure_reason"),
-               "early_stopped": t.get(f"{tracking.TAG}early_stopped") == "true",
-               "subset": p.get("subset", "random"), "strategy": p.get("strategy", "none"), "source_n": 0.0}
-        row.update({k: v for k, v in m.items() if not k.startswith(("epoch/", "pretrain/epoch/"))})
-        row.update({k: _number(v) for k, v in p.items() if k.startswith("hp.")})
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    return df, exp.experiment_id
+    runs = tracking.search_all(c, [exp.experiment_id], record.runs_filter(record.KIND_TRIAL, sweep_id=sweep,
+                                                                          stage=stage, status=status))
+    return pd.DataFrame([record.trial_row(r) for r in runs]), exp.experiment_id
 
 
 def open_experiment(tracking_uri: str, experiment: str):
@@ -96,21 +77,16 @@ def failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {tracking.redact_uri(' '.join(str(exc).split()))[:200]}"
 
 
-def _number(v: str):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return v
-
-
 def aggregate(df, metric: str = "val_loss"):
-    """(points, problems): mean ± std over seeds of the best HPO trial per (point, seed), and failed runs."""
+    """``(best, points, problems)``: the best HPO trial per (point, seed) by ``metric``; per point the mean ± std
+    of those over seeds (with the seed spread flagged above :data:`SPREAD_FLAG`); and the runs that did not
+    finish (``trial_key, status, failure_reason``)."""
     import pandas as pd
 
     if df.empty:
         raise InputError("the experiment has no trial runs", field="experiment")
-    problems = df[df["status"] != tracking.FINISHED][["trial_key", "status", "failure_reason"]]
-    ok = df[(df["status"] == tracking.FINISHED) & ~df["early_stopped"]]
+    problems = df[df["status"] != record.FINISHED][["trial_key", "status", "failure_reason"]]
+    ok = df[(df["status"] == record.FINISHED) & ~df["early_stopped"]]
     if metric not in ok.columns or ok[metric].isna().all():
         raise InputError(f"no FINISHED run has the metric {metric!r}", field="metric")
     ok = ok[np.isfinite(ok[metric].astype(float))]

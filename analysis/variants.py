@@ -12,9 +12,10 @@ import numpy as np
 
 from analysis import coverage, transfer
 from analysis.fit import make_curve
-from analysis.report import _fmt, _plt, log_analysis_run, safe_name, write_files
+from analysis.report import fmt, log_analysis_run, pyplot, safe_name, write_files
 from analysis.scaling import fit_curve
 from gnn.errors import InputError
+from sweeps import record
 from sweeps.spec import sci
 
 
@@ -68,7 +69,7 @@ def analyze_transfer(experiment: str, tracking_uri: str, best, points, exp_id: s
         {"name": g["name"], **g["result"]} for g in groups], "skipped": skipped}, indent=1, default=str),
                       "report.md": text})
     fitted = [g for g in groups if g["result"]["fitted"]]
-    run_id = log_analysis_run(tracking_uri, exp_id, out, fitted, metric, {"matscale.axis": "transfer"}) if log else None
+    run_id = log_analysis_run(tracking_uri, exp_id, out, fitted, metric, {record.AXIS: "transfer"}) if log else None
     if verbose:
         print(f"wrote {out / 'fits.json'}, {out / 'report.md'} and {len(groups)} plots"
               + (f"; MLflow analysis run {run_id}" if run_id else ""))
@@ -80,12 +81,12 @@ def _transfer_text(name: str, r: dict) -> str:
     lines = [f"== {name}"]
     if r["fitted"]:
         p, ci = r["params"], r["ci"]
-        lines.append(f"   {r['formula']}: alpha {p['alpha']:.3g} [{_fmt(ci['alpha'][0])}, {_fmt(ci['alpha'][1])}], "
-                     f"C {p['C']:.4g} [{_fmt(ci['C'][0])}, {_fmt(ci['C'][1])}], D {p['D']:.4g}")
+        lines.append(f"   {r['formula']}: alpha {p['alpha']:.3g} [{fmt(ci['alpha'][0])}, {fmt(ci['alpha'][1])}], "
+                     f"C {p['C']:.4g} [{fmt(ci['C'][0])}, {fmt(ci['C'][1])}], D {p['D']:.4g}")
         if r.get("target"):
             t = r["target"]
-            lines.append(f"   loss {t['loss']} needs source_n = {_fmt(t['source_n'])} (95% CI {_fmt(t['ci'][0])} – "
-                         f"{_fmt(t['ci'][1])})" if t["reachable"] else
+            lines.append(f"   loss {t['loss']} needs source_n = {fmt(t['source_n'])} (95% CI {fmt(t['ci'][0])} – "
+                         f"{fmt(t['ci'][1])})" if t["reachable"] else
                          f"   loss {t['loss']} is unreachable: below the transfer gap C")
     if r["baseline"]:
         lines.append(f"   no pretraining: loss {r['baseline']['loss']:.4g}")
@@ -100,7 +101,7 @@ def _transfer_text(name: str, r: dict) -> str:
 
 def _worth(e: dict) -> str:
     """The equivalent target samples, or a bound when the baseline would be extrapolated more than tenfold."""
-    return f"> {_fmt(e['far'])} (beyond 10× the largest baseline size)" if e["far"] else _fmt(e["target_equivalent"])
+    return f"> {fmt(e['far'])} (beyond 10× the largest baseline size)" if e["far"] else fmt(e["target_equivalent"])
 
 
 def _transfer_markdown(experiment: str, metric: str, groups: list[dict], skipped: list[str]) -> str:
@@ -115,20 +116,20 @@ def _transfer_markdown(experiment: str, metric: str, groups: list[dict], skipped
             lines += ["| parameter | value | 95% CI |", "|---|---|---|"]
             for k in ("alpha", "C", "D"):
                 ci = r["ci"].get(k, [None, None])
-                lines.append(f"| {k} | {_fmt(r['params'][k])} | [{_fmt(ci[0])}, {_fmt(ci[1])}] |")
+                lines.append(f"| {k} | {fmt(r['params'][k])} | [{fmt(ci[0])}, {fmt(ci[1])}] |")
             lines.append("")
             gap = "resolved (its CI excludes 0)" if r["gap_resolved"] else "not resolved from 0 by these data"
             aicc = "AICc needs ≥ 5 pretraining sizes" if not np.isfinite(r["aicc"]) else \
-                f"AICc {_fmt(r['aicc'])} with C, {_fmt(r['aicc_no_gap'])} without"
+                f"AICc {fmt(r['aicc'])} with C, {fmt(r['aicc_no_gap'])} without"
             lines.append(f"- Transfer gap C {gap}; {aicc}.")
             if r.get("target"):
                 t = r["target"]
-                lines.append(f"- Loss {t['loss']} needs n = {_fmt(t['source_n'])} pretraining structures (CI "
-                             f"[{_fmt(t['ci'][0])}, {_fmt(t['ci'][1])}])" if t["reachable"] else
+                lines.append(f"- Loss {t['loss']} needs n = {fmt(t['source_n'])} pretraining structures (CI "
+                             f"[{fmt(t['ci'][0])}, {fmt(t['ci'][1])}])" if t["reachable"] else
                              f"- Loss {t['loss']} is unreachable by pretraining alone: it is below C "
                              f"({100 * (t['unreachable_fraction'] or 0):.0f} % of bootstrap draws agree).")
         if r["baseline"]:
-            lines.append(f"- No pretraining: loss {_fmt(r['baseline']['loss'])} ± {_fmt(r['baseline']['std'])}.")
+            lines.append(f"- No pretraining: loss {fmt(r['baseline']['loss'])} ± {fmt(r['baseline']['std'])}.")
         if r["equivalent"]:
             lines += ["", "| source n | loss | ± std | worth target samples | 95% CI | gain |",
                       "|---|---|---|---|---|---|"]
@@ -137,9 +138,9 @@ def _transfer_markdown(experiment: str, metric: str, groups: list[dict], skipped
                 note = " (extrapolated)" if e.get("extrapolated") and not e.get("far") else ""
                 note += " (negative transfer)" if e.get("negative_transfer") else ""
                 ci = e.get("ci", [None, None])
-                lines.append(f"| {e['source_n']} | {_fmt(e['loss'])} | {_fmt(e['std'])} | "
+                lines.append(f"| {e['source_n']} | {fmt(e['loss'])} | {fmt(e['std'])} | "
                              f"{_worth(e) if te is not None else '–'}{note} | "
-                             f"[{_fmt(ci[0])}, {_fmt(ci[1])}] | {'–' if e.get('far') else _fmt(e.get('gain'))} |")
+                             f"[{fmt(ci[0])}, {fmt(ci[1])}] | {'–' if e.get('far') else fmt(e.get('gain'))} |")
         lines += ["", f"![{g['name']}](plots/{g['plot']})", ""]
     if skipped:
         lines += ["## Not fitted", ""] + [f"- {s}" for s in skipped] + [""]
@@ -147,7 +148,7 @@ def _transfer_markdown(experiment: str, metric: str, groups: list[dict], skipped
 
 
 def _plot_transfer(title: str, curve, r: dict, path: Path, ylabel: str) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     ax.errorbar(curve.x, curve.y, yerr=np.nan_to_num(curve.std), fmt="o", color="k", capsize=3,
                 label="pretrained, seed mean ± std")
@@ -203,7 +204,7 @@ def analyze_coverage(experiment: str, tracking_uri: str, best, points, exp_id: s
                                                "flags": found}, indent=1, default=_json),
                       "report.md": text})
     run_id = log_analysis_run(tracking_uri, exp_id, out, fits, metric,
-                              {"matscale.axis": "coverage", "matscale.coverage_flags": str(len(found))}) if log else None
+                              {record.AXIS: "coverage", record.COVERAGE_FLAGS: str(len(found))}) if log else None
     if verbose:
         for g in groups:
             print(f"== {g['name']}: " + ", ".join(f"{s} alpha {e['alpha']:.3g}" for s, e in g["exponents"].items()))
@@ -232,11 +233,11 @@ def _coverage_markdown(experiment: str, metric: str, groups: list[dict]) -> str:
         lines += [f"## {g['name']}", "", "| D | strategy | loss | ± std | seeds | diversity | elements |",
                   "|---|---|---|---|---|---|---|"]
         for row in sorted(g["table"], key=lambda r: (r["n_train"], r["subset"])):
-            lines.append(f"| {int(row['n_train'])} | {row['subset']} | {_fmt(row['loss'])} | {_fmt(transfer.finite(row['std']))} | "
-                         f"{int(row['seeds'])} | {_fmt(transfer.finite(row['diversity']))} | {_fmt(transfer.finite(row['elements']))} |")
+            lines.append(f"| {int(row['n_train'])} | {row['subset']} | {fmt(row['loss'])} | {fmt(transfer.finite(row['std']))} | "
+                         f"{int(row['seeds'])} | {fmt(transfer.finite(row['diversity']))} | {fmt(transfer.finite(row['elements']))} |")
         lines.append("")
         for s, e in g["exponents"].items():
-            lines.append(f"- `{s}`: alpha = {e['alpha']:.3g} (CI [{_fmt(e['ci'][0])}, {_fmt(e['ci'][1])}])")
+            lines.append(f"- `{s}`: alpha = {e['alpha']:.3g} (CI [{fmt(e['ci'][0])}, {fmt(e['ci'][1])}])")
         lines += [f"- FLAG: {coverage.describe(f)}" for f in g["flags"]] or ["- No strategy or size raised the loss "
                                                                               "beyond the seed noise."]
         lines += ["", f"![{g['name']}](plots/{g['plot']})", ""]
@@ -244,7 +245,7 @@ def _coverage_markdown(experiment: str, metric: str, groups: list[dict]) -> str:
 
 
 def _plot_coverage(title: str, rows, exps: dict, path: Path, ylabel: str) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     for subset, sub in rows.groupby("subset"):
         sub = sub.sort_values("n_train")

@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--axis", default="both", choices=["data", "params", "both"])
     args = ap.parse_args()
 
-    from analysis.cli import analyze_experiment
+    from analysis.experiment import analyze_experiment
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -404,7 +404,7 @@ class Scenario:
         return path
 
     def sweep(self, label: str, spec: Path, *args: str, wrap: list | None = None) -> Cmd:
-        return Cmd(self, label, [PY, "-m", "gnn.cli", "sweep", str(spec), *args], wrap=wrap)
+        return Cmd(self, label, [PY, "-m", "analysis.cli", "sweep", str(spec), *args], wrap=wrap)
 
     def run(self, label: str, spec: Path, *args: str, timeout: float = CMD_TIMEOUT, wrap: list | None = None) -> Cmd:
         cmd = self.sweep(label, spec, *args, wrap=wrap)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gnn.graphs import build_graphs, graph_path  # noqa: E402
-from gnn.store import Store  # noqa: E402
+from gnn.defaults import DEFAULT_CUTOFF  # noqa: E402
+from gnn.graphs import build_graphs  # noqa: E402
+from gnn.store import Store, graph_path  # noqa: E402
 from gnn.synth import synth_store  # noqa: E402
 
 
@@ -27,7 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--points", type=int, default=2001)
-    ap.add_argument("--cutoff", type=float, default=5.5)
+    ap.add_argument("--cutoff", type=float, default=DEFAULT_CUTOFF)
     ap.add_argument("--out", default="data/bench-graphs")
     args = ap.parse_args()
 

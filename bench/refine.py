@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.fit import make_curve  # noqa: E402
 from analysis.laws import make_law  # noqa: E402
-from analysis.propose import _log_jacobian, break_interval, propose  # noqa: E402
+from analysis.propose import log_jacobian, break_interval, propose  # noqa: E402
 
 LO, HI, SEEDS, START, MAX_POINTS, ROUND = 3.0, 5.3, 3, 7, 60, 4
 NESTED = (7, 13, 25, 49)  #: nested uniform grids, each keeping the previous one's points
@@ -149,7 +149,7 @@ def bound(sim: Sim) -> float:
         amp = p["b"] * p["d1"] ** (-(p["c0"] + p["c1"]))  # b x^-c0 (1+x/d)^-c1 = A (d/x)^(c0+c1) (1+d/x)^-c1
         theta = np.array([[sim.log_xc, p["c0"], p["c0"] + p["c1"], np.log10(amp)]])
     grid = np.linspace(LO, HI, 93)
-    f = _log_jacobian(law, theta, grid)[0]
+    f = log_jacobian(law, theta, grid)[0]
     w = np.full(len(grid), 1 / len(grid))
     v_uniform = np.linalg.pinv(f.T @ (f * w[:, None]))[0, 0]
     for _ in range(2000):  # multiplicative algorithm for c-optimal weights

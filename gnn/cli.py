@@ -1,15 +1,5 @@
-"""The ``matscale`` command line.
-
-    matscale data import KIND SRC --out DIR     read optimetal | petousis | cif-folder | extxyz data into a store
-    matscale data synth --n N --out DIR         built-in synthetic metals (ε(ω) and ω_D labels)
-    matscale data info DIR                      summarise a store
-    matscale train --data DIR --arch cgc --n-params 1e5 --fraction 0.25 --seed 0 --epochs 5 --json
-    matscale sweep SPEC [--address local|auto|ray://…] [--tracking-uri URI] [--resume] [--dry-run]
-    matscale demo                               the demo sweep on embedded defaults, then its analysis
-    matscale fit CSV --x COL --y COL [...]      fit scaling laws to any table
-    matscale analyze --experiment NAME [...]    fit scaling laws to a sweep's MLflow experiment
-
-User errors print one line (``error: FILE: entry 'ID': field 'NAME': ...``) and exit with status 2.
+"""The one-trial commands of ``matscale``: ``data import|synth|info`` and ``train`` (registered by
+:mod:`analysis.cli`, the root command), and :func:`run_command`, how every command reports user errors.
 """
 
 from __future__ import annotations
@@ -19,6 +9,7 @@ import json
 import sys
 
 from gnn.errors import InputError
+from gnn.defaults import DEFAULT_CUTOFF, DEFAULT_POINTS, OMEGA_MAX_EV
 
 
 def _targets(text: str | None) -> list[str] | None:
@@ -104,7 +95,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="store folder to write")
     p.add_argument("--targets", help="comma-separated subset of targets (default: all)")
     p.add_argument("--points", type=int, help="optimetal: resample ε onto this many points")
-    p.add_argument("--cutoff", type=float, default=5.5, help="graph cutoff in Å (default 5.5)")
+    p.add_argument("--cutoff", type=float, default=DEFAULT_CUTOFF, help=f"graph cutoff in Å (default {DEFAULT_CUTOFF})")
     p.add_argument("--workers", type=int, help="processes for graph building (default: all cores)")
     p.add_argument("--min-distance", type=float, help="reject atoms closer than this, in Å (default 0.5; 0: no check)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -114,13 +105,14 @@ def register(sub) -> None:
     p = dsub.add_parser("synth", help="built-in synthetic metals with ε(ω) and Drude labels")
     p.add_argument("--n", type=int, required=True, help="number of structures")
     p.add_argument("--out", required=True, help="store folder to write")
-    p.add_argument("--points", type=int, default=101, help="frequency points on 0–20 eV (2001: the paper's grid)")
+    p.add_argument("--points", type=int, default=DEFAULT_POINTS,
+                   help=f"frequency points on 0–{OMEGA_MAX_EV:g} eV (2001: the paper's grid)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=0.05, help="label noise σ (loss floor ≈ 0.8σ per target)")
     p.add_argument("--gap-shift-ev", type=float, help='"experimental" gap: shift every oscillator energy (eV)')
     p.add_argument("--gap-broaden", type=float, help='"experimental" gap: multiply every oscillator width')
     p.add_argument("--gap-drude-scale", type=float, help='"experimental" gap: multiply the Drude frequency')
-    p.add_argument("--cutoff", type=float, default=5.5)
+    p.add_argument("--cutoff", type=float, default=DEFAULT_CUTOFF, help="graph cutoff in Å")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_synth)
@@ -150,7 +142,7 @@ def register(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs")
     p.add_argument("--drude-weight", type=float, default=1.0, help="w in MAE(ε) + w·MAE(ω_D)")
-    p.add_argument("--cutoff", type=float, default=5.5)
+    p.add_argument("--cutoff", type=float, default=DEFAULT_CUTOFF, help="graph cutoff in Å")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--checkpoint-dir", help="save a checkpoint every epoch here; resume from it if present")
@@ -158,20 +150,10 @@ def register(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="matscale", description="Neural scaling laws of GNNs on crystals.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    from analysis.cli import register as register_analysis
-    from sweeps.cli import register as register_sweeps
-
-    register_sweeps(sub)
-    register_analysis(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command (``args.func``): a user error (:class:`InputError`) is one line on
+    stderr and status 2, Ctrl-C status 130; anything else is a bug and keeps its traceback."""
+    args = parser.parse_args(argv)
     try:
         args.func(args)
     except InputError as exc:
@@ -181,7 +163,3 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,8 +12,11 @@ One graph file per cutoff, ``DIR/graphs/cutoff<rc>-<hash>.pt``, collates all str
     edge_shift  int8  [E, 3]   periodic image of the target atom
     edge_ptr    int64 [n + 1]  structure k owns edges edge_ptr[k]:edge_ptr[k+1]
 
-It is built in parallel across cores with pymatgen's neighbour search, written to a temporary file
-and renamed, under a file lock, so concurrent trials on one node never build it twice.
+It is built in parallel across cores with pymatgen's neighbour search (:mod:`gnn.geometry`), written to a
+temporary file and renamed, under a file lock, so concurrent trials on one node never build it twice. Where the
+file lives and how it is read back are part of the store format (:func:`gnn.store.graph_path`,
+:func:`gnn.store.read_graph_file`); those names, and :func:`~gnn.geometry.neighbor_list` and
+:func:`~gnn.geometry.closest_pair`, can be imported from here too.
 """
 
 from __future__ import annotations
@@ -26,87 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gnn.defaults import DEFAULT_CUTOFF  # Å; also known as gnn.graphs.DEFAULT_CUTOFF
 from gnn.errors import InputError
-from gnn.store import damage, load_tensors, read_meta
-
-DEFAULT_CUTOFF = 5.5  #: Å
-REBUILD_GRAPHS = "delete it (or the store's graphs/ folder): the next `matscale train` or sweep rebuilds it"
-
-
-def neighbor_list(pos: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All pairs (i, j, shift) with 0 < |pos[j] + shift @ cell - pos[i]| < cutoff, periodic in 3-D.
-
-    Args:
-        pos: ``[n, 3]`` Cartesian positions (Å). cell: ``[3, 3]`` lattice vectors as rows (Å).
-    Returns:
-        ``src [E]``, ``dst [E]`` (int64) and ``shift [E, 3]`` (int64), sorted by (src, dst).
-    """
-    from pymatgen.optimization.neighbors import find_points_in_spheres
-
-    pos = np.ascontiguousarray(pos, dtype=np.float64)
-    cell = np.ascontiguousarray(cell, dtype=np.float64)
-    src, dst, shift, dist = find_points_in_spheres(pos, pos, r=float(cutoff), pbc=np.ones(3, dtype=np.int64),
-                                                   lattice=cell, tol=1e-8)
-    keep = (dist > 1e-8) & (dist < cutoff)  # no zero-distance self pair; strictly inside the cutoff
-    src, dst, shift = src[keep].astype(np.int64), dst[keep].astype(np.int64), np.rint(shift[keep]).astype(np.int64)
-    order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], dst, src))
-    return src[order], dst[order], shift[order]
-
-
-def closest_pair(pos: np.ndarray, cell: np.ndarray, within_a: float) -> tuple[int, int, float] | None:
-    """The closest two atoms nearer than ``within_a`` Å, as (i ≤ j, distance in Å), or None if there are none.
-
-    Periodic images count, so an atom near its own image (a tiny cell) is a pair (i, i); two atoms on one
-    position are a pair at distance 0.
-    """
-    from pymatgen.optimization.neighbors import find_points_in_spheres
-
-    pos = np.ascontiguousarray(pos, dtype=np.float64)
-    cell = np.ascontiguousarray(cell, dtype=np.float64)
-    src, dst, shift, dist = find_points_in_spheres(pos, pos, r=float(within_a), pbc=np.ones(3, dtype=np.int64),
-                                                   lattice=cell, tol=1e-8)
-    near = ((src != dst) | np.rint(shift).any(axis=1)) & (dist < within_a)  # not an atom paired with itself
-    if not near.any():
-        return None
-    k = np.flatnonzero(near)[np.argmin(dist[near])]
-    i, j = sorted((int(src[k]), int(dst[k])))
-    return i, j, float(dist[k])
-
-
-def graph_path(store_dir: str | Path, cutoff: float, meta: dict | None = None) -> Path:
-    """Where the graph file of a store (whose ``meta.json`` is read unless given) for ``cutoff`` lives."""
-    meta = read_meta(store_dir) if meta is None else meta
-    return Path(store_dir) / "graphs" / f"cutoff{cutoff:g}-{meta['content_hash'][:12]}.pt"
-
-
-def list_graph_files(store_dir: str | Path, n_structures: int) -> list[dict]:
-    """The graph files of a store of ``n_structures`` (name, bytes), each checked by :func:`read_graph_file`."""
-    folder = Path(store_dir) / "graphs"
-    out = []
-    for p in sorted(folder.glob("cutoff*.pt")) if folder.is_dir() else []:
-        read_graph_file(p, n_structures)
-        out.append({"file": p.name, "bytes": p.stat().st_size})
-    return out
-
-
-def read_graph_file(path: Path, n_structures: int) -> dict[str, torch.Tensor]:
-    """A graph file, memory-mapped and checked against its store's size; a damaged one is an :class:`InputError`
-    naming the file."""
-    try:
-        g = torch.load(path, mmap=True, weights_only=True)
-    except Exception as exc:  # torch raises many types (RuntimeError, EOFError, UnpicklingError) on damaged files
-        raise InputError(f"{damage(path, exc)}; {REBUILD_GRAPHS}", file=path) from None
-    names = ("edge_index", "edge_shift", "edge_ptr")
-    ok = isinstance(g, dict) and all(isinstance(g.get(k), torch.Tensor) for k in names)
-    if ok:
-        e = g["edge_index"].shape[-1]
-        ok = (tuple(g["edge_index"].shape) == (2, e) and tuple(g["edge_shift"].shape) == (e, 3)
-              and tuple(g["edge_ptr"].shape) == (n_structures + 1,)
-              and int(g["edge_ptr"][0]) == 0 and int(g["edge_ptr"][-1]) == e)
-    if not ok:
-        raise InputError(f"corrupt graph file (its edges do not fit the {n_structures} structures of the store); "
-                         f"{REBUILD_GRAPHS}", file=path)
-    return g
+from gnn.geometry import closest_pair, neighbor_list  # noqa: F401  (closest_pair: re-exported)
+from gnn.store import (REBUILD_GRAPHS, graph_path, list_graph_files, load_tensors,  # noqa: F401  (re-exported)
+                       read_graph_file, read_meta)
 
 
 def _build_chunk(args) -> tuple[list, int | None, int | None]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-SPECTRUM = "eps"
+from gnn.store import SPECTRUM
 
 
 def loss_fn(pred: dict[str, torch.Tensor], batch, weights: dict[str, float]) -> torch.Tensor:
@@ -53,10 +53,10 @@ def evaluate_arrays(pred: dict[str, np.ndarray], true: dict[str, np.ndarray], we
         loss += weights.get(name, 1.0) * mae
         m[f"{name}_mae"] = mae
         if name == SPECTRUM:
-            m["eps_re_mae"] = float(np.abs(p[:, 0] - t[:, 0]).mean())
-            m["eps_im_mae"] = float(np.abs(p[:, 1] - t[:, 1]).mean())
-            m["eps_re_r2"], m["eps_im_r2"] = _r2(p[:, 0], t[:, 0]), _r2(p[:, 1], t[:, 1])
-            m["eps_sc"] = float(similarity_coefficient(p, t, omega_ev).mean())
+            m[f"{name}_re_mae"] = float(np.abs(p[:, 0] - t[:, 0]).mean())
+            m[f"{name}_im_mae"] = float(np.abs(p[:, 1] - t[:, 1]).mean())
+            m[f"{name}_re_r2"], m[f"{name}_im_r2"] = _r2(p[:, 0], t[:, 0]), _r2(p[:, 1], t[:, 1])
+            m[f"{name}_sc"] = float(similarity_coefficient(p, t, omega_ev).mean())
         else:
             m[f"{name}_r2"] = _r2(p, t)
             if name == "drude":

@@ -22,12 +22,12 @@ from torch import nn
 from torch_geometric.data import Batch
 from torch_geometric.nn.aggr import AttentionalAggregation
 
+from gnn.defaults import DEFAULT_CUTOFF, DEFAULT_NUM_LAYERS
 from gnn.errors import InputError
 from gnn.layers import MLP, InteractionBlock, RadialBasis, edge_vectors
+from gnn.store import NONNEGATIVE, SPECTRUM
 
 ARCHS = ("cgc", "transformer")
-SPECTRUM = "eps"
-NONNEGATIVE = frozenset({"drude"})
 NUM_ELEMENTS = 100
 TOLERANCE = 0.03
 WIDTH_STEP = 4
@@ -44,9 +44,9 @@ class ModelConfig:
     ffn_width: int
     targets: list[str]
     n_points: int | None = None
-    num_layers: int = 3
+    num_layers: int = DEFAULT_NUM_LAYERS
     num_basis: int = 32
-    cutoff: float = 5.5
+    cutoff: float = DEFAULT_CUTOFF
     heads: int = 4
     extra: dict = field(default_factory=dict)
 

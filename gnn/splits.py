@@ -14,10 +14,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gnn.defaults import DEFAULT_SPLIT
 from gnn.errors import InputError
 
 
-def grouped_split(formulas: Sequence[str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+def grouped_split(formulas: Sequence[str], fractions: tuple[float, float, float] = DEFAULT_SPLIT,
                   split_seed: int = 0) -> dict[str, np.ndarray]:
     """Indices of ``train``, ``val`` and ``test`` (each sorted), grouped by formula."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0):

@@ -37,19 +37,20 @@ from pathlib import Path
 
 import numpy as np
 
+from gnn.defaults import DEFAULT_CUTOFF, DEFAULT_POINTS, OMEGA_MAX_EV
 from gnn.errors import InputError
-from gnn.store import Entry, write_store
+from gnn.geometry import neighbor_list
+from gnn.ingest import write_store
+from gnn.store import SPECTRUM, Entry
 
 METALS = ("Li Be Na Mg Al K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Rb Sr Y Zr Nb Mo Ru Rh Pd Ag Cd In Sn "
           "Cs Ba La Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi").split()
-OMEGA_MAX_EV = 20.0
-DEFAULT_POINTS = 101
 PLASMA_EV = 37.13  #: ħω_p = 37.13 eV · sqrt(n_e [Å⁻³]) for free electrons
 PHYSICS_SALT = b"matscale-synth-v1"
 
 
 def omega_grid(points: int = DEFAULT_POINTS) -> np.ndarray:
-    """The frequency grid ω (eV): ``points`` values on [0, 20] eV (2001 reproduces the paper's grid)."""
+    """The frequency grid ω (eV): ``points`` values on [0, :data:`OMEGA_MAX_EV`] (2001 reproduces the paper's grid)."""
     return np.linspace(0.0, OMEGA_MAX_EV, points)
 
 
@@ -153,8 +154,6 @@ def check_gap(gap: dict | None, **where) -> dict:
 
 
 def _structure_and_labels(rng: np.random.Generator, grid: np.ndarray, noise: float, gap: dict | None = None):
-    from gnn.graphs import neighbor_list
-
     el = _element_table()
     while True:  # redraw frames with overlapping atoms or an atom that would be lonely at a 5 Å cutoff
         label, lattice, pos, idx = _draw_frame(rng, el)
@@ -247,7 +246,7 @@ def generate(n: int, *, points: int = DEFAULT_POINTS, seed: int = 0, noise: floa
             for k, (label, lattice, pos, species, y_eps, drude) in enumerate(rows):
                 s = Structure(Lattice(lattice), species, pos, coords_are_cartesian=True)
                 entries.append(Entry(id=f"synth-{seed}-{lo + k:07d}", structure=s,
-                                     targets={"eps": y_eps, "drude": drude}, source="synthetic",
+                                     targets={SPECTRUM: y_eps, "drude": drude}, source="synthetic",
                                      extra={"prototype": label}))
             bar.update(len(rows))
         if pool:
@@ -256,7 +255,8 @@ def generate(n: int, *, points: int = DEFAULT_POINTS, seed: int = 0, noise: floa
 
 
 def synth_store(n: int, out: str | Path, *, points: int = DEFAULT_POINTS, seed: int = 0, noise: float = 0.05,
-                gap: dict | None = None, cutoff: float = 5.5, overwrite: bool = False, progress: bool = True) -> Path:
+                gap: dict | None = None, cutoff: float = DEFAULT_CUTOFF, overwrite: bool = False,
+                progress: bool = True) -> Path:
     """Generate ``n`` entries and write them as a store (``matscale data synth``)."""
     entries = generate(n, points=points, seed=seed, noise=noise, gap=gap, progress=progress)
     return write_store(entries, out, kind="synthetic", source=f"synthetic(n={n}, seed={seed}" +

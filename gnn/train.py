@@ -2,7 +2,7 @@
 
 The run reads a store (memory-mapped), takes the grouped split and the nested training subset (drawn by a
 coverage strategy, :mod:`gnn.subsets`), builds the model at the requested parameter count (optionally from a
-pretrained model, with a fine-tuning strategy: :mod:`gnn.transfer`) and trains it with AdamW, a linear
+pretrained model, with a fine-tuning strategy: :mod:`gnn.finetune`) and trains it with AdamW, a linear
 warm-up then cosine schedule, gradient clipping and early stopping on the validation loss (bf16 autocast on
 CUDA). After every epoch it
 calls ``callback(epoch, metrics, checkpoint_path)`` (the sweep reports through it) and, with a
@@ -24,16 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gnn import subsets
+from gnn.defaults import DEFAULT_CUTOFF, DEFAULT_NUM_LAYERS, DEFAULT_SPLIT
 from gnn.errors import InputError
+from gnn.finetune import freeze, load_pretrained, parse_strategy
 from gnn.loader import GraphData
 from gnn.metrics import evaluate_arrays, loss_fn
-from gnn import subsets
 from gnn.models import ModelConfig, build_model, config_dict, model_from_config
 from gnn.splits import grouped_split
 from gnn.store import Store
-from gnn.transfer import freeze, load_pretrained
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.pt"  #: the file name of a run's checkpoint in its ``checkpoint_dir``
+#: TrainConfig fields that change where and how fast a run computes, not what it computes
+RUNTIME_FIELDS = ("checkpoint_dir", "device", "num_threads", "eval_batch_size")
 
 
 class DivergedError(RuntimeError):
@@ -60,9 +63,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int | None = 10  #: epochs without validation improvement before stopping; None: never
     loss_weights: dict[str, float] = field(default_factory=dict)  #: per target, default 1 (w·MAE(ω_D))
-    cutoff: float = 5.5
-    num_layers: int = 3
-    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    cutoff: float = DEFAULT_CUTOFF
+    num_layers: int = DEFAULT_NUM_LAYERS
+    split: tuple[float, float, float] = DEFAULT_SPLIT
     split_seed: int = 0
     subset_seed: int = 0
     subset: str = "random"  #: coverage strategy of the training subset (see gnn.subsets)
@@ -99,10 +102,7 @@ class TrainConfig:
             raise InputError("weight_decay and grad_clip must be ≥ 0, warmup_frac in [0, 1)", field="optimizer")
         if (self.width is None) != (self.ffn_width is None):
             raise InputError("give both width and ffn_width, or neither", field="width")
-        from gnn.subsets import parse
-        from gnn.transfer import parse_strategy
-
-        parse(self.subset, field="subset")
+        subsets.parse(self.subset, field="subset")
         parse_strategy(self.strategy, self.num_layers, field="strategy")
 
 
@@ -156,6 +156,82 @@ def _save(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
+@dataclass
+class _Data:
+    """What a run learns from: the store, its graphs for the cutoff, the split and the nested training subset."""
+
+    store: Store
+    graphs: GraphData
+    targets: list[str]
+    weights: dict[str, float]  #: loss weight per target
+    split: dict[str, np.ndarray]  #: train / val / test indices
+    train_idx: np.ndarray  #: the training subset (part of split["train"])
+
+    @property
+    def omega_ev(self):
+        return self.store.omega_ev
+
+
+@dataclass
+class _Run:
+    """The fixed parts of a run once it is set up: configuration, data, model, optimiser and schedule."""
+
+    cfg: TrainConfig
+    data: _Data
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    total_steps: int
+    n_trainable: int
+    n_transferred: int  #: tensors copied from ``cfg.init_from``
+    ckpt_path: Path | None
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        idx = self.data.split[split]
+        return evaluate(self.model, self.data.graphs, idx, self.device, self.data.weights, self.data.omega_ev,
+                        self.cfg.eval_batch_size)
+
+
+@dataclass
+class LoopState:
+    """What changes from epoch to epoch; a checkpoint keeps it as the dict ``checkpoint["state"]``
+    (:meth:`to_dict`, read back with :meth:`from_dict`), so a restarted run resumes to the same result."""
+
+    epoch: int = -1  #: the last finished epoch
+    step: int = 0  #: optimiser steps taken
+    best_val: float = math.inf
+    best_epoch: int = -1
+    best_state: dict | None = None  #: the best-validation weights (on the CPU)
+    bad_epochs: int = 0  #: epochs since the last validation improvement
+    history: list[dict] = field(default_factory=list)  #: the per-epoch metrics
+    elapsed_s: float = 0.0
+    train_time_s: float = 0.0
+    data_time_s: float = 0.0
+    samples: int = 0
+    stopped: bool = False  #: early stopping fired (patience)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict(): it would deep-copy best_state
+        if not self.stopped:
+            del d["stopped"]  # the checkpoint format has the key only once early stopping has fired
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LoopState":
+        return cls(**d)
+
+    def record_validation(self, val_loss: float, epoch: int, model: torch.nn.Module, patience: int | None) -> None:
+        """Keep the best model so far and count epochs without improvement; stop after ``patience`` of them."""
+        if val_loss < self.best_val:
+            self.best_val, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            self.best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        if patience is not None and self.bad_epochs >= patience:
+            self.stopped = True
+
+
 def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None], bool | None] | None = None) -> dict:
     """Train one model; returns the final metrics (``val_*``, ``test_*``, sizes, timings).
 
@@ -171,6 +247,31 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None]
     t_start = time.perf_counter()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    run = _setup(cfg, _prepare_data(cfg))
+    state = _resume(run)
+    elapsed_before = state.elapsed_s
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - t_start
+
+    if run.ckpt_path is not None:
+        run.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    stop = state.stopped
+    for epoch in range(state.epoch + 1, cfg.epochs):
+        if stop or state.step >= run.total_steps:
+            break
+        metrics = _epoch(run, state, epoch)
+        stop = state.stopped
+        state.elapsed_s = elapsed()
+        if run.ckpt_path is not None:
+            _save_checkpoint(run, state)
+        if callback is not None and callback(epoch, metrics, str(run.ckpt_path) if run.ckpt_path else None):
+            stop = True  # for this call only: a resumed run goes on
+    return _final_metrics(run, state, elapsed)
+
+
+def _prepare_data(cfg: TrainConfig) -> _Data:
+    """Open the store and its graphs, check the targets, take the grouped split and the training subset."""
     store = Store(cfg.data)
     targets = list(cfg.targets) if cfg.targets else sorted(store.targets)
     for t in targets:
@@ -178,9 +279,7 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None]
             raise InputError(f"target {t!r} not in the store (has: {', '.join(sorted(store.targets))})",
                              file=store.path, field="targets")
     weights = {t: float(cfg.loss_weights.get(t, 1.0)) for t in targets}
-    data = GraphData(store, cfg.cutoff, targets)
-    omega_ev = store.omega_ev
-
+    graphs = GraphData(store, cfg.cutoff, targets)
     split = grouped_split(store.formulas, tuple(cfg.split), cfg.split_seed)
     if len(split["val"]) == 0:
         raise InputError(f"the validation split is empty ({len(store)} entries); use a larger data set",
@@ -188,118 +287,132 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None]
     fraction = 1.0 if cfg.fraction is None and cfg.n_train is None else cfg.fraction
     train_idx = subsets.select(store, split["train"], cfg.subset, fraction=fraction, n_train=cfg.n_train,
                                subset_seed=cfg.subset_seed)
+    return _Data(store, graphs, targets, weights, split, train_idx)
 
+
+def _setup(cfg: TrainConfig, data: _Data) -> _Run:
+    """Seed, build the model (from ``init_from`` with its strategy, if given), the optimiser and the schedule."""
     device = _device(cfg.device)
     _seed_everything(cfg.seed)
+    omega_ev = data.omega_ev
     n_points = None if omega_ev is None else len(omega_ev)
     if cfg.width is not None:
-        model = model_from_config(ModelConfig(cfg.arch, cfg.width, cfg.ffn_width, targets, n_points,
+        model = model_from_config(ModelConfig(cfg.arch, cfg.width, cfg.ffn_width, data.targets, n_points,
                                               num_layers=cfg.num_layers, cutoff=cfg.cutoff))
     else:
-        model = build_model(cfg.arch, cfg.n_params, targets, n_points, num_layers=cfg.num_layers, cutoff=cfg.cutoff)
-    tidx = torch.as_tensor(train_idx)
-    model.set_target_stats({t: data.y[t][tidx].float() for t in targets})
+        model = build_model(cfg.arch, cfg.n_params, data.targets, n_points, num_layers=cfg.num_layers,
+                            cutoff=cfg.cutoff)
+    tidx = torch.as_tensor(data.train_idx)
+    model.set_target_stats({t: data.graphs.y[t][tidx].float() for t in data.targets})
     transferred = load_pretrained(model, cfg.init_from) if cfg.init_from else []
     n_trainable = freeze(model, cfg.strategy) if cfg.init_from else model.n_params
     model.to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(data.train_idx) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps,
                                                                                    cfg.epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total_steps, cfg.warmup_frac))
-
-    state = {"epoch": -1, "step": 0, "best_val": math.inf, "best_epoch": -1, "best_state": None, "bad_epochs": 0,
-             "history": [], "elapsed_s": 0.0, "train_time_s": 0.0, "data_time_s": 0.0, "samples": 0}
     ckpt_path = Path(cfg.checkpoint_dir) / CHECKPOINT if cfg.checkpoint_dir else None
-    if ckpt_path is not None and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["config"] != _resume_key(cfg):
-            raise InputError("checkpoint was written by a different configuration", file=ckpt_path, field="config")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        state = ckpt["state"]
-    elapsed_before = state["elapsed_s"]
-    if ckpt_path is not None:
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    return _Run(cfg, data, device, model, optimizer, scheduler, total_steps, n_trainable, len(transferred),
+                ckpt_path)
 
-    use_bf16 = device.type == "cuda"
-    stop = state.get("stopped", False)
-    for epoch in range(state["epoch"] + 1, cfg.epochs):
-        if stop or state["step"] >= total_steps:
-            break
-        model.train()
-        t_epoch = time.perf_counter()
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        total, count = 0.0, 0
+
+def _resume(run: _Run) -> LoopState:
+    """The state of the run's checkpoint (model, optimiser and schedule restored from it), or a fresh one."""
+    if run.ckpt_path is None or not run.ckpt_path.exists():
+        return LoopState()
+    ckpt = torch.load(run.ckpt_path, map_location=run.device, weights_only=False)
+    if ckpt["config"] != _resume_key(run.cfg):
+        raise InputError("checkpoint was written by a different configuration", file=run.ckpt_path, field="config")
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    return LoopState.from_dict(ckpt["state"])
+
+
+def _epoch(run: _Run, state: LoopState, epoch: int) -> dict:
+    """Train one epoch, validate, update the best model and early stopping; returns the epoch's metrics."""
+    t_epoch = time.perf_counter()
+    total, count = _train_epoch(run, state, epoch)
+    state.train_time_s += time.perf_counter() - t_epoch
+    state.samples += count
+    val = run.evaluate("val")
+    if not math.isfinite(val["loss"]):
+        raise DivergedError(f"validation loss is {val['loss']} at epoch {epoch}")
+    state.record_validation(val["loss"], epoch, run.model, run.cfg.patience)
+    metrics = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": run.scheduler.get_last_lr()[0],
+               "epoch_time_s": time.perf_counter() - t_epoch, **{f"val_{k}": v for k, v in val.items()},
+               "best_val_loss": state.best_val}
+    state.history.append(metrics)
+    state.epoch = epoch
+    return metrics
+
+
+def _train_epoch(run: _Run, state: LoopState, epoch: int) -> tuple[float, int]:
+    """One pass over the training subset in this epoch's seeded order (up to the step budget);
+    returns (sample-weighted loss sum, samples)."""
+    cfg, model = run.cfg, run.model
+    model.train()
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    total, count = 0.0, 0
+    t_data = time.perf_counter()
+    for batch in run.data.graphs.batches(run.data.train_idx, cfg.batch_size, shuffle=True, generator=gen):
+        batch = _to(batch, run.device)
+        state.data_time_s += time.perf_counter() - t_data
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
+            pred = model(batch)
+        loss = loss_fn(pred, batch, run.data.weights)
+        if not torch.isfinite(loss):
+            raise DivergedError(f"loss is {loss.item()} at epoch {epoch}, step {state.step}")
+        _optimizer_step(run, loss)
+        state.step += 1
+        n = batch.num_graphs
+        total += loss.item() * n
+        count += n
         t_data = time.perf_counter()
-        for batch in data.batches(train_idx, cfg.batch_size, shuffle=True, generator=gen):
-            batch = _to(batch, device)
-            state["data_time_s"] += time.perf_counter() - t_data
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                pred = model(batch)
-            loss = loss_fn(pred, batch, weights)
-            if not torch.isfinite(loss):
-                raise DivergedError(f"loss is {loss.item()} at epoch {epoch}, step {state['step']}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            state["step"] += 1
-            n = batch.num_graphs
-            total += loss.item() * n
-            count += n
-            t_data = time.perf_counter()
-            if state["step"] >= total_steps:
-                break
-        state["train_time_s"] += time.perf_counter() - t_epoch
-        state["samples"] += count
-        val = evaluate(model, data, split["val"], device, weights, omega_ev, cfg.eval_batch_size)
-        if not math.isfinite(val["loss"]):
-            raise DivergedError(f"validation loss is {val['loss']} at epoch {epoch}")
-        improved = val["loss"] < state["best_val"]
-        if improved:
-            state.update(best_val=val["loss"], best_epoch=epoch, bad_epochs=0,
-                         best_state={k: v.detach().clone().cpu() for k, v in model.state_dict().items()})
-        else:
-            state["bad_epochs"] += 1
-        metrics = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": scheduler.get_last_lr()[0],
-                   "epoch_time_s": time.perf_counter() - t_epoch, **{f"val_{k}": v for k, v in val.items()},
-                   "best_val_loss": state["best_val"]}
-        state["history"].append(metrics)
-        state["epoch"] = epoch
-        if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
-            state["stopped"] = stop = True
-        state["elapsed_s"] = elapsed_before + time.perf_counter() - t_start
-        if ckpt_path is not None:
-            _save(ckpt_path, {"config": _resume_key(cfg), "model": model.state_dict(),
-                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                              "model_config": config_dict(model.config), "state": state})
-        if callback is not None and callback(epoch, metrics, str(ckpt_path) if ckpt_path else None):
-            stop = True
+        if state.step >= run.total_steps:
+            break
+    return total, count
 
-    if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
+
+def _optimizer_step(run: _Run, loss: torch.Tensor) -> None:
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+
+
+def _save_checkpoint(run: _Run, state: LoopState) -> None:
+    _save(run.ckpt_path, {"config": _resume_key(run.cfg), "model": run.model.state_dict(),
+                          "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                          "model_config": config_dict(run.model.config), "state": state.to_dict()})
+
+
+def _final_metrics(run: _Run, state: LoopState, elapsed: Callable[[], float]) -> dict:
+    """The best-validation model's metrics on the validation and test splits, with sizes, timings and records."""
+    model, data = run.model, run.data
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
     result: dict = {}
     for name in ("val", "test"):
-        if len(split[name]):
-            m = evaluate(model, data, split[name], device, weights, omega_ev, cfg.eval_batch_size)
-            result.update({f"{name}_{k}": v for k, v in m.items()})
-    train_time = max(state["train_time_s"], 1e-9)
+        if len(data.split[name]):
+            result.update({f"{name}_{k}": v for k, v in run.evaluate(name).items()})
+    train_time = max(state.train_time_s, 1e-9)
     result.update({
-        "n_params": model.n_params, "n_train": len(train_idx), "n_val": len(split["val"]),
-        "n_test": len(split["test"]), "width": model.config.width, "ffn_width": model.config.ffn_width,
-        "epochs": state["epoch"] + 1, "best_epoch": state["best_epoch"], "steps": state["step"],
-        "wall_time_s": elapsed_before + time.perf_counter() - t_start,
-        "samples_per_s": state["samples"] / train_time,
-        "data_time_frac": state["data_time_s"] / train_time,
-        "peak_memory_mb": _peak_memory_mb(device),
-        "device": str(device), "n_trainable": n_trainable, "n_transferred_tensors": len(transferred),
-        "trained_with": _trained_with(optimizer, cfg),
-        **subsets.subset_stats(store, train_idx), "subset_sha": subsets.subset_sha(store, train_idx),
+        "n_params": model.n_params, "n_train": len(data.train_idx), "n_val": len(data.split["val"]),
+        "n_test": len(data.split["test"]), "width": model.config.width, "ffn_width": model.config.ffn_width,
+        "epochs": state.epoch + 1, "best_epoch": state.best_epoch, "steps": state.step,
+        "wall_time_s": elapsed(),
+        "samples_per_s": state.samples / train_time,
+        "data_time_frac": state.data_time_s / train_time,
+        "peak_memory_mb": _peak_memory_mb(run.device),
+        "device": str(run.device), "n_trainable": run.n_trainable, "n_transferred_tensors": run.n_transferred,
+        "trained_with": _trained_with(run.optimizer, run.cfg),
+        **subsets.subset_stats(data.store, data.train_idx),
+        "subset_sha": subsets.subset_sha(data.store, data.train_idx),
     })
     return result
 
@@ -320,7 +433,7 @@ def checkpoint_history(checkpoint: str | Path) -> list[dict]:
 def _resume_key(cfg: TrainConfig) -> dict:
     """The configuration fields a checkpoint must agree on to be resumed."""
     d = asdict(cfg)
-    for k in ("checkpoint_dir", "device", "num_threads", "eval_batch_size", "data", "init_from"):
+    for k in (*RUNTIME_FIELDS, "data", "init_from"):
         d.pop(k)
     return d
 

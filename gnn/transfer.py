@@ -6,11 +6,9 @@
 shape are the same on both sides, otherwise it starts fresh. Target-statistics buffers always come from the
 target training subset.
 
-Fine-tuning strategies (``TrainConfig.strategy``):
-
-    full       every parameter is trained
-    heads      only the output heads are trained (the pretrained backbone is frozen)
-    freeze:K   the embedding and the first K interaction blocks are frozen, the rest is trained
+The fine-tuning strategies (``TrainConfig.strategy``: ``full``, ``heads``, ``freeze:K``) and the loading of
+pretrained weights live one layer below, in :mod:`gnn.finetune`, which :mod:`gnn.train` uses; this module
+orchestrates the two runs on top of :mod:`gnn.train`.
 
 Pretrained models are cached next to the source store (``pretrained/<key>.pt``, written atomically), keyed by
 everything that determines them, so the HPO trials and target sizes of a sweep pretrain each source size once.
@@ -27,69 +25,19 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import torch
+from gnn.finetune import BACKBONE, freeze, load_pretrained, parse_strategy
+from gnn.models import plan
+from gnn.store import Store
+from gnn.train import CHECKPOINT, RUNTIME_FIELDS, export_best, train
 
-from gnn.errors import InputError
-
-BACKBONE = ("embed.", "rbf.", "blocks.", "pool.")  #: parameter-name prefixes of everything but the heads
-
-
-def parse_strategy(strategy: str, num_layers: int | None = None, **where) -> tuple[str, int]:
-    """``full`` / ``heads`` / ``freeze:K`` → (kind, K)."""
-    if strategy in ("full", "heads"):
-        return strategy, 0
-    if strategy.startswith("freeze:"):
-        try:
-            k = int(strategy.split(":", 1)[1])
-        except ValueError:
-            k = -1
-        if k >= 0 and (num_layers is None or k <= num_layers):
-            return "freeze", k
-        raise InputError(f"freeze:K needs 0 ≤ K ≤ the number of interaction blocks"
-                         f"{f' ({num_layers})' if num_layers is not None else ''}, got {strategy!r}", **where)
-    raise InputError(f"unknown fine-tuning strategy {strategy!r}; choose full, heads or freeze:K", **where)
-
-
-def load_pretrained(model: torch.nn.Module, path: str | Path) -> list[str]:
-    """Copy every parameter of the file ``path`` (written by :func:`gnn.train.export_best`, or a training
-    checkpoint) whose name and shape match into ``model`` — the scalar head only when it predicts the same
-    targets; buffers (target statistics) stay the model's. Returns the names copied."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state = ckpt["model"]
-    own = dict(model.named_parameters())
-    source_scalars = [t for t in ckpt.get("model_config", {}).get("targets", []) if t != "eps"]
-    same_scalars = source_scalars == list(model.scalars)  # the scalar head's outputs are these targets, in order
-    copied = [name for name, value in state.items() if name in own and own[name].shape == value.shape
-              and (same_scalars or not name.startswith("heads.scalars."))]
-    if not any(name.startswith("blocks.") for name in copied):
-        raise InputError("the pretrained model shares no interaction block with this one (a different arch or "
-                         "width?)", file=str(path), field="init_from")
-    with torch.no_grad():
-        for name in copied:
-            own[name].copy_(state[name])
-    return copied
-
-
-def freeze(model: torch.nn.Module, strategy: str) -> int:
-    """Set ``requires_grad`` by the strategy; returns the number of trainable parameters left."""
-    kind, k = parse_strategy(strategy, len(model.blocks), field="strategy")
-    if kind == "heads":
-        frozen = BACKBONE
-    elif kind == "freeze":
-        frozen = ("embed.", "rbf.") + tuple(f"blocks.{i}." for i in range(k))
-    else:
-        frozen = ()
-    for name, p in model.named_parameters():
-        p.requires_grad_(not name.startswith(frozen))
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+__all__ = ["BACKBONE", "freeze", "load_pretrained", "parse_strategy",  # re-exported from gnn.finetune
+           "pretrain", "pretrain_finetune", "pretrain_key"]
 
 
 def pretrain_key(source_config) -> str:
     """What determines a pretrained model: the source store's content and the training configuration."""
-    from gnn.store import Store
-
     d = asdict(source_config)
-    for k in ("data", "checkpoint_dir", "device", "num_threads", "eval_batch_size"):
+    for k in ("data", *RUNTIME_FIELDS):
         d.pop(k)
     d["content_hash"] = Store(source_config.data).meta["content_hash"]
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -97,8 +45,6 @@ def pretrain_key(source_config) -> str:
 
 def pretrain(source_config, callback: Callable | None = None) -> tuple[Path, dict, list[dict], bool]:
     """Train (or find in the cache) the source model: (model file, final metrics, per-epoch history, cached?)."""
-    from gnn.train import export_best, train
-
     folder = Path(source_config.data) / "pretrained"
     key = pretrain_key(source_config)
     model_file, info_file = folder / f"{key}.pt", folder / f"{key}.json"
@@ -117,7 +63,7 @@ def pretrain(source_config, callback: Callable | None = None) -> tuple[Path, dic
             callback(epoch, metrics, ckpt)
 
     result = train(replace(source_config, checkpoint_dir=str(work)), callback=record)
-    exported = export_best(work / "checkpoint.pt", work / "pretrained.pt")
+    exported = export_best(work / CHECKPOINT, work / "pretrained.pt")
     try:  # cache for the other trials of the sweep; a read-only store keeps the file in the work folder
         folder.mkdir(exist_ok=True)
         tmp = folder / f".{key}.tmp-{os.getpid()}"
@@ -145,10 +91,6 @@ def pretrain_finetune(source_config, target_config, callback: Callable | None = 
         metrics = pretrain_finetune(src, tgt)
         metrics["test_loss"], metrics["pretrain_val_loss"]
     """
-    from gnn.models import plan
-    from gnn.store import Store
-    from gnn.train import train
-
     target_store = Store(target_config.data)
     targets = list(target_config.targets) if target_config.targets else sorted(target_store.targets)
     grid = target_store.omega_ev

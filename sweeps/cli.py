@@ -1,4 +1,5 @@
-"""``matscale sweep`` and ``matscale demo``."""
+"""The sweep commands of ``matscale``: ``sweep``, ``cluster check`` and ``server`` (registered by
+:mod:`analysis.cli`, the root command)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ def _cmd_sweep(args) -> None:
         print(summary_table(summary))
         print(f"MLflow: experiment {spec.experiment!r} at {redact_uri(spec.tracking_uri)}, parent run "
               f"{summary['parent_run_id']}")
-    _exit_status(summary)
+    exit_status(summary)
 
 
-def _exit_status(summary: dict) -> None:
+def exit_status(summary: dict) -> None:
     """Exit non-zero when the sweep was interrupted (130) or trials failed (1)."""
     if summary.get("status") == "KILLED":
         print("interrupted: run the same command with --resume to continue", file=sys.stderr)
@@ -36,43 +37,6 @@ def _exit_status(summary: dict) -> None:
         n = summary.get("failed") or len(summary.get("errors", []))
         print(f"{n} trials failed; see the FAILED runs in MLflow (tag matscale.failure_reason)", file=sys.stderr)
         raise SystemExit(1)
-
-
-def _cmd_demo(args) -> None:
-    from sweeps.driver import run_sweep, summary_table
-    from sweeps.spec import load_spec
-
-    out = Path(args.out).resolve()
-    db = f"sqlite:///{out / 'mlflow.db'}"
-    spec = load_spec(SPECS / "demo.yaml", {"tracking_uri": db, "storage_path": str(out / "ray")})
-    spec.dataset["data_dir"] = str(out / "data")
-    summary = run_sweep(spec, address="local", resume=args.resume)
-    print(summary_table(summary))
-    _exit_status(summary)
-    try:
-        from analysis.cli import report_after_sweep  # the scaling-law analysis, where installed
-    except ImportError:
-        report_after_sweep = None
-    if report_after_sweep is not None:
-        report_after_sweep(spec, summary)
-    print(f"\nBrowse the runs:  mlflow ui --backend-store-uri {db} --host 127.0.0.1 --port 5000\n"
-          f"then open http://127.0.0.1:5000 (experiment {spec.experiment!r}).")
-
-
-def _cmd_refine(args) -> None:
-    from analysis.runs import open_experiment
-    from sweeps.refine import refine_experiment
-    from sweeps.tracking import env_tracking_uri
-
-    # opened for reading first: a missing store, or one that cannot be read, is one line and nothing is created
-    uri, _, _ = open_experiment(args.tracking_uri or env_tracking_uri() or "sqlite:///runs/mlflow.db", args.experiment)
-    quiet = args.json
-    res = refine_experiment(args.experiment, uri, axis=args.axis, points=args.points, seeds=args.seeds,
-                            budget=args.budget, until_ci=args.until_ci, max_rounds=args.max_rounds,
-                            dry_run=args.dry_run, address=args.address, law=args.law, progress=not quiet,
-                            out=(lambda *a: None) if quiet else print)
-    if args.json:
-        print(json.dumps(res, default=float))
 
 
 def _cmd_cluster_check(args) -> None:
@@ -91,6 +55,9 @@ def _cmd_server(args) -> None:
 
 
 def register(sub) -> None:
+    """Add the sweep commands to the ``matscale`` parser."""
+    from sweeps.tracking import DEFAULT_URI
+
     p = sub.add_parser("sweep", help="run a scaling sweep (Ray Tune + Optuna per point, tracked in MLflow)")
     p.add_argument("spec", help="sweep spec YAML (see sweeps/specs/)")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "local"),
@@ -100,24 +67,6 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print every planned trial and its cost; run nothing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_sweep)
-
-    p = sub.add_parser("refine", help="launch extra trials near the breakpoints of an experiment, refit, repeat")
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
-    p.add_argument("--axis", default="data", choices=["data", "params"])
-    p.add_argument("--points", type=int, default=3, help="new axis values per curve and round")
-    p.add_argument("--seeds", type=int, help="seeds per new value (default: the parent sweep's)")
-    p.add_argument("--budget", type=int, help="at most this many new trials in all")
-    p.add_argument("--until-ci", type=float, default=0.1, help="stop when every break's 95%% CI half-width ≤ this "
-                   "many decades")
-    p.add_argument("--max-rounds", type=int, default=3, help="rounds in all, earlier invocations included")
-    p.add_argument("--law", default="auto", choices=["auto", "broken", "broken_amp"],
-                   help="the break's law: auto (the interval includes the choice between the two; default), broken "
-                        "(assume the paper's amplitude-tied form), broken_amp (free amplitude)")
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "local"))
-    p.add_argument("--dry-run", action="store_true", help="print the proposal and the predicted CI; launch nothing")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_refine)
 
     p = sub.add_parser("cluster", help="cluster configs (see cluster/)")
     csub = p.add_subparsers(dest="cluster_command", required=True)
@@ -130,7 +79,7 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind: 127.0.0.1 (default); any other (a "
                    "private IP, 0.0.0.0, or a name of one) needs --public")
     p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--backend-store-uri", help="default: $MLFLOW_BACKEND_STORE_URI or sqlite:///runs/mlflow.db")
+    p.add_argument("--backend-store-uri", help=f"default: $MLFLOW_BACKEND_STORE_URI or {DEFAULT_URI}")
     p.add_argument("--artifacts-destination", help="default: runs/mlartifacts (s3://…, gs://… on clusters)")
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
     p.add_argument("--auth", action="store_true", help="MLflow basic auth (users and passwords)")
@@ -139,8 +88,3 @@ def register(sub) -> None:
     p.add_argument("--no-auth", action="store_true", help="with --public: accept anyone who reaches the server (an "
                    "authenticating proxy is in front); prints a warning")
     p.set_defaults(func=_cmd_server)
-
-    p = sub.add_parser("demo", help="run the demo sweep locally on built-in data (a few minutes on 2 cores)")
-    p.add_argument("--out", default="runs/demo", help="output folder (MLflow SQLite store, Ray results, data)")
-    p.add_argument("--resume", action="store_true")
-    p.set_defaults(func=_cmd_demo)

@@ -168,9 +168,12 @@ def _check_exposure(path: Path, config: dict, commands: list[str], own: set[str]
 
 
 def _trial_resources(spec) -> tuple[float, float]:
-    if spec.resources == "auto":
-        return 1.0, 1.0  # "auto" on a cluster means one GPU per trial where there are GPUs
-    return float(spec.resources["cpu"]), float(spec.resources["gpu"])
+    """(CPUs, GPUs) of one trial on a cluster with GPUs (``auto``: the share of an unnamed GPU its largest model
+    needs)."""
+    from sweeps.resources import trial_resources
+
+    r = trial_resources(spec, gpus=1)
+    return float(r["cpu"]), float(r["gpu"])
 
 
 def _check_fit(path: Path, spec, workers: dict, local: bool) -> str:

@@ -1,9 +1,11 @@
 """The sweep driver: spec → data → Ray Tune (Optuna per point) → MLflow, idempotent and resumable.
 
 Follow one trial: :func:`run_sweep` validates the spec (:mod:`sweeps.spec`), builds the store and its graphs once
-(:func:`prepare_store`), creates the MLflow experiment and a parent run, asks MLflow which trials already
-FINISHED under the same spec hash, and hands the rest to :class:`sweeps.search.PointSearcher`; Ray runs each as
-:func:`sweeps.trial.run_trial`, which trains with :func:`gnn.train` and logs the child run.
+(:func:`prepare_store`), creates the MLflow experiment and a parent run (a claim, :mod:`sweeps.sweep_lock`), asks
+MLflow which trials already FINISHED under the same spec hash, and hands the rest to
+:class:`sweeps.search.PointSearcher`, which opens each trial's run (:class:`sweeps.trial.TrialRecord`) and gives Tune
+a :class:`sweeps.trial.TrialConfig`; Ray runs each as :func:`sweeps.trial.run_trial`, which trains with
+:func:`gnn.train.train` and logs the child run in :mod:`sweeps.record`'s format.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import os
 import sys
 import tempfile
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gnn.errors import InputError
-from sweeps import sweep_lock, tracking
+from sweeps import record, sweep_lock, tracking
 from sweeps.file_lock import held
 from sweeps.spec import Spec, plan_table
 
@@ -135,18 +139,14 @@ def _check_source(spec: Spec, points: list) -> None:
 
 
 def trial_resources(spec: Spec, n_params: float | None = None) -> dict:
-    """Ray resources of one trial; ``auto`` packs small models onto fractions of a GPU."""
+    """Ray resources of one trial on the connected cluster (:func:`sweeps.resources.trial_resources`)."""
     import ray
 
-    if spec.resources != "auto":
-        return {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if not gpus:
-        return {"cpu": 1, "gpu": 0}
-    # AdamW state + weights ≈ 16 B/parameter, activations and the CUDA context ≈ 2 GiB: 1/8 of a GPU at 1e6
-    need_gib = 2.0 + 16 * max(spec.n_params) / 2**30 * 4
-    fraction = min(1.0, max(0.125, round(need_gib / 80 * 8) / 8))
-    return {"cpu": 1, "gpu": fraction}
+    from sweeps import resources
+
+    total = ray.cluster_resources()
+    return resources.trial_resources(spec, gpus=total.get("GPU", 0), n_params=n_params,
+                                     gpu_memory=resources.gpu_memory_gib(total))
 
 
 def _check_cluster(spec: Spec, resources: dict) -> None:
@@ -182,27 +182,80 @@ def _ray_init(address: str | None) -> None:
         ray.init(address=address, configure_logging=False)
 
 
+@dataclass
+class _Sweep:
+    """What the steps of one sweep invocation share."""
+
+    spec: Spec
+    c: Any  #: the MLflow client
+    exp_id: str
+    points: list
+    store_path: Path
+    source_path: Path | None
+    storage: str  #: Ray's storage path (a folder, made absolute, or an object-store URI)
+    stage: str
+    extra_tags: dict
+    progress: bool
+    out: Any
+    resources: dict = field(default_factory=dict)
+    sweep_id: str = ""
+    parent_id: str = ""
+
+    @property
+    def prefix(self) -> str:
+        """Prefix of this spec's Ray experiment folders."""
+        return f"{self.spec.experiment}-{self.spec.hash[:8]}-"
+
+
 def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False, dry_run: bool = False,
-              stage: str = "grid", extra_tags: dict | None = None, progress: bool = True, out=sys.stdout) -> dict:
+              stage: str = record.STAGE_GRID, extra_tags: dict | None = None, progress: bool = True,
+              out=sys.stdout) -> dict:
     """Run (or plan) a sweep; returns a summary with the parent run id and per-trial outcomes.
 
     Everything that can fail on input is checked before a parent run is created; a second driver of the same
     spec refuses while the first runs (:mod:`sweeps.sweep_lock`); trials keep the hyperparameters of their
     MLflow runs (:class:`sweeps.trial.TrialRecord`).
     """
+    if dry_run:
+        return _plan(spec, out)
+    sw = _prepare(spec, stage, extra_tags or {}, progress, out)
+    finished, started = _recorded(sw)
+    restored = _find_restorable(sw.storage, sw.prefix) if resume else None
+    total = len(sw.points) * spec.hpo["trials_per_point"]
+    summary = {"experiment_id": sw.exp_id, "spec_hash": spec.hash, "store": str(sw.store_path),
+               "skipped": len(finished), "planned": total - len(finished)}
+    if restored is None and summary["planned"] == 0:  # before Ray starts
+        print(f"all {len(finished)} trials of spec {spec.hash} already FINISHED in experiment "
+              f"{spec.experiment!r}; nothing to run", file=out)
+        return {**summary, "status": "NOTHING_TO_DO", "parent_run_id": None, "trials": _trials(sw)}
+
+    _ray_init(address)
+    sw.resources = trial_resources(spec)
+    _check_cluster(spec, sw.resources)
+    _open_parent(sw, restored)
+    summary.update(sweep_id=sw.sweep_id, parent_run_id=sw.parent_id)
+    with sweep_lock.Heartbeat(sw.c, sw.parent_id):
+        _tune(sw, restored, finished, started, summary)
+        if restored is not None:
+            _top_up(sw, summary)
+    summary["trials"] = _trials(sw)
+    return summary
+
+
+def _plan(spec: Spec, out) -> dict:
+    """``--dry-run``: print every planned trial and its cost (exact sizes once the store exists)."""
     store_path = store_location(spec)
     exact = (store_path / "meta.json").exists()
-    if dry_run:
-        if exact:
-            _, points = check_against_store(spec, store_path)
-        else:
-            points = spec.points()
-        print(plan_table(spec, points, exact), file=out)
-        return {"planned": len(points) * spec.hpo["trials_per_point"], "spec_hash": spec.hash}
+    points = check_against_store(spec, store_path)[1] if exact else spec.points()
+    print(plan_table(spec, points, exact), file=out)
+    return {"planned": len(points) * spec.hpo["trials_per_point"], "spec_hash": spec.hash}
 
+
+def _prepare(spec: Spec, stage: str, extra_tags: dict, progress: bool, out) -> _Sweep:
+    """Preflight before anything is created (tracking store, Ray storage, data), then the data stores, the
+    experiment, and the sweep lock's checks: dead drivers' sweeps end KILLED, a live one refuses this one."""
     # credentials leave the URI for MLflow's variables (inherited by local Ray workers): MLflow prints the URI
     spec.tracking_uri = tracking.use_credentials(tracking.normalise_uri(spec.tracking_uri))
-    # preflight, before anything is created: tracking store, Ray storage, data
     tracking.check_reachable(spec.tracking_uri, file=spec.path)
     tracking.check_writable(spec.tracking_uri, file=spec.path)
     storage = spec.storage_path if "://" in spec.storage_path else str(Path(spec.storage_path).resolve())
@@ -217,153 +270,162 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
         raise InputError(tracking.redact_uri(f"cannot use tracking URI {spec.tracking_uri} ({type(exc).__name__}: "
                                              f"{' '.join(str(exc).split())[:200]})"),
                          file=spec.path, field="tracking_uri") from None
-
-    # what is left: MLflow is the record of what FINISHED; dead drivers' sweeps end KILLED first
     expired = sweep_lock.expire_stale(c, exp_id, spec.hash)
     if expired:
         print(f"marked {len(expired)} sweep(s) of a driver that is gone KILLED: {', '.join(expired)}", file=out)
     sweep_lock.check_free(c, exp_id, spec.hash, file=spec.path)
-    finished, started = _recorded(c, exp_id, spec)
-    prefix = f"{spec.experiment}-{spec.hash[:8]}-"
-    restored = _find_restorable(storage, prefix) if resume else None
-    total = len(points) * spec.hpo["trials_per_point"]
-    summary = {"experiment_id": exp_id, "spec_hash": spec.hash, "store": str(store_path),
-               "skipped": len(finished), "planned": total - len(finished)}
-    if restored is None and summary["planned"] == 0:  # before Ray starts
-        print(f"all {len(finished)} trials of spec {spec.hash} already FINISHED in experiment "
-              f"{spec.experiment!r}; nothing to run", file=out)
-        return {**summary, "status": "NOTHING_TO_DO", "parent_run_id": None, "trials": _trials(c, exp_id, spec)}
+    return _Sweep(spec=spec, c=c, exp_id=exp_id, points=points, store_path=store_path, source_path=source_path,
+                  storage=storage, stage=stage, extra_tags=extra_tags, progress=progress, out=out)
 
-    _ray_init(address)
-    resources = trial_resources(spec)
-    _check_cluster(spec, resources)
+
+def _open_parent(sw: _Sweep, restored) -> None:
+    """The sweep's parent run, a claim on the spec (:func:`sweeps.sweep_lock.claim`): a new one, or the restored
+    sweep's, running again."""
+    spec, c = sw.spec, sw.c
     if restored is not None:
-        ray_dir, state = restored
-        sweep_id, parent_id = state["sweep_id"], state["parent_run_id"]
-        tracking.log_batch(c, parent_id, tags=sweep_lock.claim_tags())
-        c.update_run(parent_id, status=tracking.RUNNING)
+        state = restored[1]
+        sw.sweep_id, sw.parent_id = state["sweep_id"], state["parent_run_id"]
+        tracking.log_batch(c, sw.parent_id, tags=sweep_lock.claim_tags())
+        c.update_run(sw.parent_id, status=record.RUNNING)
     else:
-        sweep_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        parent_id = c.create_run(exp_id, run_name=f"{stage}-{sweep_id}", tags={
-            f"{tracking.TAG}kind": "sweep", f"{tracking.TAG}sweep_id": sweep_id,
-            f"{tracking.TAG}spec_hash": spec.hash, f"{tracking.TAG}stage": stage,
-            f"{tracking.TAG}git_commit": tracking.git_commit(), **sweep_lock.claim_tags(),
-            **(extra_tags or {})}).info.run_id
-    sweep_lock.claim(c, exp_id, spec.hash, parent_id, fresh=restored is None, file=spec.path)
+        sw.sweep_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        sw.parent_id = c.create_run(sw.exp_id, run_name=f"{sw.stage}-{sw.sweep_id}", tags={
+            record.KIND: record.KIND_SWEEP, record.SWEEP_ID: sw.sweep_id, record.SPEC_HASH: spec.hash,
+            record.STAGE: sw.stage, record.GIT_COMMIT: tracking.git_commit(), **sweep_lock.claim_tags(),
+            **sw.extra_tags}).info.run_id
+    sweep_lock.claim(c, sw.exp_id, spec.hash, sw.parent_id, fresh=restored is None, file=spec.path)
     if restored is None:
-        _describe_parent(c, parent_id, spec, points, store_path)
-    summary.update(sweep_id=sweep_id, parent_run_id=parent_id)
-    with sweep_lock.Heartbeat(c, parent_id):
-        _tune(spec, c, exp_id, parent_id, sweep_id, stage, points, resources, restored, storage, prefix,
-              store_path, source_path, finished, started, extra_tags, progress, out, summary)
-        missing = tracking.count_missing(c, exp_id, spec, points) if restored is not None else 0
-        if missing:  # e.g. Ray lost a checkpoint its restored state still named: run those again, same values
-            print(f"{missing} trials were not completed by the restored Ray experiment; running them again with "
-                  "their logged hyperparameters", file=out)
-            c.update_run(parent_id, status=tracking.RUNNING)
-            finished, started = _recorded(c, exp_id, spec)
-            _tune(spec, c, exp_id, parent_id, sweep_id, stage, points, resources, None, storage,
-                  prefix + "topup-", store_path, source_path, finished, started, extra_tags, progress, out, summary)
-    summary["trials"] = _trials(c, exp_id, spec)
-    return summary
+        _describe_parent(sw)
 
 
-def _recorded(c, exp_id: str, spec: Spec) -> tuple[dict, set]:
+def _top_up(sw: _Sweep, summary: dict) -> None:
+    """After a restored Ray experiment: trials it did not complete (e.g. a checkpoint its saved state still named
+    was lost) run again, with their logged hyperparameters."""
+    missing = record.count_missing(sw.c, sw.exp_id, sw.spec, sw.points)
+    if not missing:
+        return
+    print(f"{missing} trials were not completed by the restored Ray experiment; running them again with their "
+          "logged hyperparameters", file=sw.out)
+    sw.c.update_run(sw.parent_id, status=record.RUNNING)
+    finished, started = _recorded(sw)
+    _tune(sw, None, finished, started, summary, name=sw.prefix + "topup-" + sw.sweep_id)
+
+
+def _recorded(sw: _Sweep) -> tuple[dict, set]:
     """What MLflow says of this spec's trials: ``{key: (hparams, val_loss)}`` of the FINISHED ones, and the keys
     of those started but not finished."""
-    from sweeps.trial import hparams_of
-
-    runs = tracking.trial_runs(c, exp_id, spec.hash)
-    finished = {r.data.tags[f"{tracking.TAG}trial_key"]: (hparams_of(r), r.data.metrics.get("val_loss"))
-                for r in runs if r.info.status == tracking.FINISHED}
-    return finished, {r.data.tags[f"{tracking.TAG}trial_key"] for r in runs} - set(finished)
+    runs = record.trial_runs(sw.c, sw.exp_id, sw.spec.hash)
+    finished = {r.data.tags[record.TRIAL_KEY]: (record.hparams_of(r), r.data.metrics.get(record.VAL_LOSS))
+                for r in runs if r.info.status == record.FINISHED}
+    return finished, {r.data.tags[record.TRIAL_KEY] for r in runs} - set(finished)
 
 
-def _tune(spec: Spec, c, exp_id: str, parent_id: str, sweep_id: str, stage: str, points: list, resources: dict,
-          restored, storage: str, prefix: str, store_path: Path, source_path, finished: dict, started: set,
-          extra_tags: dict | None, progress: bool, out, summary: dict) -> None:
-    """Run the trials with Ray Tune (a new experiment, or a restored one) and end the parent run."""
+def _trial_context(sw: _Sweep):
+    from sweeps.trial import TrialContext
+
+    spec = sw.spec
+    return TrialContext(store=str(sw.store_path), cutoff=spec.dataset["cutoff"], targets=spec.targets,
+                        loss_weights=spec.loss_weights, budget=spec.budget, tracking_uri=spec.tracking_uri,
+                        experiment_id=sw.exp_id, parent_run_id=sw.parent_id, sweep_id=sw.sweep_id,
+                        spec_hash=spec.hash, stage=sw.stage, save_checkpoint=spec.save_checkpoint,
+                        system_metrics=spec.system_metrics,
+                        num_threads=spec.num_threads or int(max(1, sw.resources["cpu"])), extra_tags=sw.extra_tags,
+                        transfer=None if sw.source_path is None else
+                        {**spec.transfer, "source_store": str(sw.source_path)})
+
+
+def _tuner(sw: _Sweep, trainable, finished: dict, started: set, name: str):
+    """A new Tune experiment: the per-point searcher and scheduler, the sweep state beside Ray's."""
     from ray import tune
 
     from sweeps.search import PerPointScheduler, PointSearcher
-    from sweeps.trial import MarkEarlyStopped, TrialContext, TrialRecord, run_trial
+    from sweeps.trial import MarkEarlyStopped, TrialRecord
 
-    ctx = TrialContext(store=str(store_path), cutoff=spec.dataset["cutoff"], targets=spec.targets,
-                       loss_weights=spec.loss_weights, budget=spec.budget, tracking_uri=spec.tracking_uri,
-                       experiment_id=exp_id, parent_run_id=parent_id, sweep_id=sweep_id, spec_hash=spec.hash,
-                       stage=stage, save_checkpoint=spec.save_checkpoint, system_metrics=spec.system_metrics,
-                       num_threads=spec.num_threads or int(max(1, resources["cpu"])), extra_tags=extra_tags or {},
-                       transfer=None if source_path is None else {**spec.transfer, "source_store": str(source_path)})
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
-                                    {"cpu": resources["cpu"], "gpu": resources["gpu"]})
-    _allow_pending(spec, resources)
-    status = tracking.FINISHED
+    spec = sw.spec
+    searcher = PointSearcher(sw.points, spec.hpo["trials_per_point"], spec.hpo["space"], sampler=spec.hpo["sampler"],
+                             done=finished, first=started, record=TrialRecord(_trial_context(sw)))
+    es = spec.hpo["early_stopping"]
+    scheduler = None if es["type"] == "none" else PerPointScheduler(
+        es["type"], spec.budget["epochs"], es["grace_epochs"], es["reduction_factor"], es["min_trials"],
+        on_stop=MarkEarlyStopped(spec.tracking_uri, sw.exp_id, spec.hash))
+    _write_state(sw.storage, name, {"sweep_id": sw.sweep_id, "parent_run_id": sw.parent_id, "spec_hash": spec.hash})
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=len(searcher),
+                                    max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=name, storage_path=sw.storage, verbose=1 if sw.progress else 0,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+def _tune(sw: _Sweep, restored, finished: dict, started: set, summary: dict, name: str | None = None) -> None:
+    """Run the trials with Ray Tune (a new experiment, or a restored one) and end the parent run."""
+    from ray import tune
+
+    from sweeps.trial import run_trial
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=_trial_context(sw)),
+                                    {"cpu": sw.resources["cpu"], "gpu": sw.resources["gpu"]})
+    _allow_pending(sw.spec, sw.resources)
+    status = record.FINISHED
     try:
         if restored is not None:
-            print(f"resuming {restored[0]}", file=out)
+            print(f"resuming {restored[0]}", file=sw.out)
             tuner = tune.Tuner.restore(restored[0], trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
         else:
-            searcher = PointSearcher(points, spec.hpo["trials_per_point"], spec.hpo["space"],
-                                     sampler=spec.hpo["sampler"], done=finished, first=started,
-                                     record=TrialRecord(ctx))
-            es = spec.hpo["early_stopping"]
-            scheduler = None if es["type"] == "none" else PerPointScheduler(
-                es["type"], spec.budget["epochs"], es["grace_epochs"], es["reduction_factor"], es["min_trials"],
-                on_stop=MarkEarlyStopped(spec.tracking_uri, exp_id, spec.hash))
-            name = prefix + sweep_id
-            _write_state(storage, name, {"sweep_id": sweep_id, "parent_run_id": parent_id, "spec_hash": spec.hash})
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=len(searcher),
-                                            max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name=name, storage_path=storage, verbose=1 if progress else 0,
-                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+            tuner = _tuner(sw, trainable, finished, started, name or sw.prefix + sw.sweep_id)
         results = tuner.fit()
         errors = [r.error for r in results if r.error is not None]
         summary["errors"] = [tracking.redact_uri(f"{type(e).__name__}: {e}")[:300] for e in errors]
         if errors:
-            status = tracking.FAILED
+            status = record.FAILED
     except KeyboardInterrupt:
-        status = tracking.KILLED
+        status = record.KILLED
         raise
     finally:
-        tracking.mark_unfinished(c, exp_id, parent_id, tracking.KILLED)
-        states = [r.info.status for r in tracking.trial_runs(c, exp_id, spec.hash)]
-        summary["failed"] = states.count(tracking.FAILED)
-        if status == tracking.FINISHED:
-            if tracking.KILLED in states:
-                status = tracking.KILLED  # interrupted (Ctrl-C): trials were stopped
-            elif summary["failed"]:
-                status = tracking.FAILED  # e.g. diverged trials (tag matscale.failure_reason)
-            elif tracking.count_missing(c, exp_id, spec, points):
-                status = tracking.KILLED  # interrupted before every trial started
-        c.set_terminated(parent_id, status)
-        summary["status"] = status
+        summary["status"] = _end_parent(sw, status, summary)
 
 
-def _describe_parent(c, parent_id: str, spec: Spec, points: list, store_path: Path) -> None:
+def _end_parent(sw: _Sweep, status: str, summary: dict) -> str:
+    """End the trial runs left open and the parent run; its status says what the trials' runs say."""
+    c = sw.c
+    record.mark_unfinished(c, sw.exp_id, sw.parent_id, record.KILLED)
+    states = [r.info.status for r in record.trial_runs(c, sw.exp_id, sw.spec.hash)]
+    summary["failed"] = states.count(record.FAILED)
+    if status == record.FINISHED:
+        if record.KILLED in states:
+            status = record.KILLED  # interrupted (Ctrl-C): trials were stopped
+        elif summary["failed"]:
+            status = record.FAILED  # e.g. diverged trials (tag matscale.failure_reason)
+        elif record.count_missing(c, sw.exp_id, sw.spec, sw.points):
+            status = record.KILLED  # interrupted before every trial started
+    c.set_terminated(sw.parent_id, status)
+    return status
+
+
+def _describe_parent(sw: _Sweep) -> None:
     """The parent run's params and the spec as an artifact."""
     import yaml
 
-    tracking.log_batch(c, parent_id, params={
+    spec, points = sw.spec, sw.points
+    tracking.log_batch(sw.c, sw.parent_id, params={
         "spec": spec.path, "archs": ",".join(spec.archs), "n_params": spec.n_params, "seeds": spec.seeds,
         "n_train": sorted({p.n_train for p in points}), "trials_per_point": spec.hpo["trials_per_point"],
-        "store": str(store_path), "subsets": sorted({p.subset for p in points}),
+        "store": str(sw.store_path), "subsets": sorted({p.subset for p in points}),
         **({"source_n": sorted({p.source_n for p in points}), "strategy": spec.transfer["strategy"]}
            if spec.transfer else {})})
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "spec.yaml").write_text(tracking.redact_uri(yaml.safe_dump(spec.as_dict(), sort_keys=False)))
-        c.log_artifact(parent_id, str(Path(d) / "spec.yaml"))
+        sw.c.log_artifact(sw.parent_id, str(Path(d) / "spec.yaml"))
 
 
-def _trials(c, exp_id: str, spec: Spec) -> list[dict]:
-    runs = tracking.trial_runs(c, exp_id, spec.hash)
-    return [{"key": r.data.tags.get(f"{tracking.TAG}trial_key"), "status": r.info.status,
-             "val_loss": r.data.metrics.get("val_loss"), "run_id": r.info.run_id,
-             "order": (r.data.tags.get(f"{tracking.TAG}arch", ""), r.data.metrics.get("n_params_target", 0),
+def _trials(sw: _Sweep) -> list[dict]:
+    runs = record.trial_runs(sw.c, sw.exp_id, sw.spec.hash)
+    return [{"key": r.data.tags.get(record.TRIAL_KEY), "status": r.info.status,
+             "val_loss": r.data.metrics.get(record.VAL_LOSS), "run_id": r.info.run_id,
+             "order": (r.data.tags.get(record.ARCH, ""), r.data.metrics.get("n_params_target", 0),
                        r.data.metrics.get("n_train", 0), r.data.metrics.get("seed", 0),
                        r.data.metrics.get("trial_index", 0))} for r in runs]
 

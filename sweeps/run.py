@@ -10,7 +10,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file, from a checkout
 
-from gnn.cli import main as matscale  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     cmd = ["sweep", str(spec), "--address", args.address]
     cmd += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
     cmd += ["--resume"] * args.resume + ["--dry-run"] * args.dry_run
-    return matscale(cmd)
+    return _sweep_command(cmd)
+
+
+def _sweep_command(argv: list[str]) -> int:
+    """``matscale sweep ARGV…`` without the rest of the command line (this file sits in the sweeps layer)."""
+    from gnn.cli import run_command
+    from sweeps.cli import register
+
+    parser = argparse.ArgumentParser(prog="matscale")
+    register(parser.add_subparsers(dest="command", required=True))
+    return run_command(parser, argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
 
+from sweeps.record import point_of, trial_key
 from sweeps.spec import Point
 
 METRIC = "val_loss"  #: what schedulers watch each epoch
@@ -69,8 +70,8 @@ class PointSearcher(Searcher):
         self.record = record
         first = set(first)
         order = [(p.key, t) for t in range(trials_per_point) for p in points]
-        todo = [kt for kt in order if f"{kt[0]}-t{kt[1]}" not in self.done]
-        self.queue = sorted(todo, key=lambda kt: f"{kt[0]}-t{kt[1]}" not in first)  # interrupted ones first
+        todo = [kt for kt in order if trial_key(*kt) not in self.done]
+        self.queue = sorted(todo, key=lambda kt: trial_key(*kt) not in first)  # interrupted ones first
         self.studies: dict[str, optuna.Study] = {}
         self.live: dict[str, tuple[str, int | None, dict | None]] = {}
 
@@ -89,7 +90,7 @@ class PointSearcher(Searcher):
             study = optuna.create_study(direction="minimize", sampler=self._sampler(key))
             dists, _ = distributions(self.space)
             for trial_key, (params, value) in self.done.items():
-                if trial_key.rsplit("-t", 1)[0] == key and value is not None:
+                if point_of(trial_key) == key and value is not None:
                     known = {k: params[k] for k in dists if k in params}
                     if len(known) == len(dists):
                         study.add_trial(optuna.trial.create_trial(params=known, distributions=dists, value=value))
@@ -106,19 +107,20 @@ class PointSearcher(Searcher):
         return {**fixed, **trial.params}
 
     def suggest(self, trial_id: str) -> dict | None:
+        """The next trial's :class:`sweeps.trial.TrialConfig` as Tune's config dict."""
+        from sweeps.trial import TrialConfig
+
         if not self.queue:
             return Searcher.FINISHED
         key, t = self.queue.pop(0)
-        trial_key = f"{key}-t{t}"
-        p = self.points[key]
-        config = {"point": key, "trial_index": t, "arch": p.arch, "n_params": p.n_params, "n_train": p.n_train,
-                  "fraction": p.fraction, "seed": p.seed, "subset": p.subset, "source_n": p.source_n}
+        trial = TrialConfig.of(self.points[key], t)
         if self.record is None:
-            return {**config, "hparams": self._ask(trial_id, key, trial_key)}
-        config = self.record.open(config, lambda: self._ask(trial_id, key, trial_key))
+            trial.hparams = self._ask(trial_id, key, trial.key)
+            return trial.as_dict()
+        trial = self.record.open(trial, lambda: self._ask(trial_id, key, trial.key))
         if trial_id not in self.live:  # the values of record: the study learns them when the trial ends
-            self.live[trial_id] = (key, None, config["hparams"])
-        return config
+            self.live[trial_id] = (key, None, trial.hparams)
+        return trial.as_dict()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.live:

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from gnn.errors import InputError
+from sweeps import tracking
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -51,7 +52,7 @@ def server_command(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, backend_s
     except ValueError:
         addr = None  # a host name: MLflow's Host-header check must be told it
     from_env = not backend_store_uri and os.environ.get("MLFLOW_BACKEND_STORE_URI")
-    backend = backend_store_uri or from_env or "sqlite:///runs/mlflow.db"
+    backend = backend_store_uri or from_env or tracking.DEFAULT_URI
     if backend.startswith("sqlite:///"):
         Path(backend[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     artifacts = artifacts_destination or "runs/mlartifacts"

@@ -58,8 +58,10 @@ from typing import Any
 
 import yaml
 
+from gnn.defaults import DEFAULT_CUTOFF, DEFAULT_POINTS
 from gnn.errors import InputError
-from gnn.models import ARCHS
+from sweeps.record import SEARCHABLE, trial_key
+from sweeps.tracking import DEFAULT_URI
 
 TOP_KEYS = {"experiment", "dataset", "targets", "loss_weights", "archs", "axes", "budget", "hpo", "resources",
             "tracking_uri", "storage_path", "max_concurrent", "max_failures", "save_checkpoint", "system_metrics",
@@ -74,7 +76,6 @@ BUDGET_KEYS = {"epochs", "max_steps", "patience"}
 HPO_KEYS = {"trials_per_point", "space", "early_stopping", "sampler"}
 STOP_KEYS = {"type", "grace_epochs", "reduction_factor", "min_trials"}
 RESOURCE_KEYS = {"cpu", "gpu"}
-SEARCHABLE = {"lr": float, "weight_decay": float, "batch_size": int, "warmup_frac": float, "grad_clip": float}
 #: (minimum, strictly above it, below) of each searchable value, as gnn.train.TrainConfig.validate requires
 SEARCH_RANGES = {"lr": (0, True, None), "weight_decay": (0, False, None), "batch_size": (1, False, None),
                  "warmup_frac": (0, False, 1), "grad_clip": (0, False, None)}
@@ -129,7 +130,7 @@ class Spec:
     hpo: dict
     loss_weights: dict[str, float] = field(default_factory=dict)
     resources: dict | str = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
-    tracking_uri: str = "sqlite:///runs/mlflow.db"
+    tracking_uri: str = DEFAULT_URI
     storage_path: str = "runs/ray"
     max_concurrent: int | None = None
     max_failures: int = 2
@@ -392,7 +393,7 @@ def _check_dataset(ds: Any, path: str, key: str) -> dict:
         synth = _check_keys(ds["synthetic"] or {}, SYNTH_KEYS, path, f"{key}.synthetic.")
         sk = f"{key}.synthetic."
         ds["synthetic"] = {"n": _number(synth.get("n"), path, sk + "n", kind=int, minimum=10),
-                           "points": _number(synth.get("points", 101), path, sk + "points", kind=int, minimum=2),
+                           "points": _number(synth.get("points", DEFAULT_POINTS), path, sk + "points", kind=int, minimum=2),
                            "seed": _number(synth.get("seed", 0), path, sk + "seed", kind=int, minimum=0),
                            "noise": _number(synth.get("noise", 0.05), path, sk + "noise", minimum=0)}
         if synth.get("gap"):
@@ -405,7 +406,7 @@ def _check_dataset(ds: Any, path: str, key: str) -> dict:
     for k in ("store", "data_dir"):
         if k in ds:
             _text(ds[k], path, f"{key}.{k}")
-    ds["cutoff"] = _number(ds.get("cutoff", 5.5), path, f"{key}.cutoff", minimum=0, strict=True)
+    ds["cutoff"] = _number(ds.get("cutoff", DEFAULT_CUTOFF), path, f"{key}.cutoff", minimum=0, strict=True)
     return ds
 
 
@@ -430,7 +431,7 @@ def _check_import(imp: Any, path: str, prefix: str) -> dict:
 
 def _check_transfer(tr: Any, path: str) -> dict | None:
     """The ``transfer`` section, with defaults (None when the spec has none)."""
-    from gnn.transfer import parse_strategy
+    from gnn.finetune import parse_strategy
 
     if tr is None:
         return None
@@ -471,6 +472,8 @@ def load_spec(path: str | Path, overrides: dict | None = None) -> Spec:
 
 def validate(raw: dict, path: str = "<spec>") -> Spec:
     """Validate a spec given as a dict (see :func:`load_spec`)."""
+    from gnn.models import ARCHS
+
     raw = dict(_check_keys(raw, TOP_KEYS, path, ""))
     for key in ("experiment", "dataset", "archs", "axes", "budget"):
         if key not in raw:
@@ -504,7 +507,7 @@ def validate(raw: dict, path: str = "<spec>") -> Spec:
                 archs=list(archs), axes=axes, budget=_check_budget(raw["budget"], path),
                 hpo=_check_hpo(raw.get("hpo"), path), loss_weights=weights,
                 resources=_check_resources(raw.get("resources", {"cpu": 1, "gpu": 0}), path),
-                tracking_uri=_text(raw.get("tracking_uri", "sqlite:///runs/mlflow.db"), path, "tracking_uri"),
+                tracking_uri=_text(raw.get("tracking_uri", DEFAULT_URI), path, "tracking_uri"),
                 storage_path=_text(raw.get("storage_path", "runs/ray"), path, "storage_path"),
                 max_concurrent=_optional_number(raw.get("max_concurrent"), path, "max_concurrent", kind=int,
                                                 minimum=1),
@@ -587,7 +590,7 @@ def plan_table(spec: Spec, points: list[Point], exact: bool) -> str:
         cost = f"{c / spec.hpo['trials_per_point']:.3g}" if p.n_train else "?"
         share = f"{100 * c / total / spec.hpo['trials_per_point']:.1f}%" if p.n_train else "?"
         for t in range(spec.hpo["trials_per_point"]):
-            lines.append(f"{p.key + f'-t{t}':<34} {p.arch:<12} {sci(p.n_params):>9} {n_train:>8} {p.seed:>5} "
+            lines.append(f"{trial_key(p.key, t):<34} {p.arch:<12} {sci(p.n_params):>9} {n_train:>8} {p.seed:>5} "
                          f"{cost:>10} {share:>6}" + (f" {p.source_n:>8}" if spec.transfer else "")
                          + (f" {p.subset}" if p.subset != "random" else ""))
     if not exact and any(not p.n_train for p in points):

@@ -25,12 +25,12 @@ import threading
 import time
 
 from gnn.errors import InputError
-from sweeps import tracking
+from sweeps import record, tracking
+from sweeps.record import CLAIMED_AT, HEARTBEAT, HOST, PID
 
 HEARTBEAT_S = 10.0  #: how often a running driver refreshes its claim
 TTL_S = 60.0  #: a claim not refreshed for this long belongs to a dead driver
 SETTLE_S = 1.0  #: wait between writing a claim and reading the others (longer than one write)
-T = tracking.TAG
 
 
 def _now_ms() -> int:
@@ -48,18 +48,18 @@ def _alive(pid: int) -> bool:
 
 
 def _live_parents(c, exp_id: str, spec_hash: str) -> list:
-    return tracking.search_all(c, [exp_id], f"tags.`{T}kind` = 'sweep' and tags.`{T}spec_hash` = '{spec_hash}' "
-                                            f"and attributes.status = '{tracking.RUNNING}'")
+    return tracking.search_all(c, [exp_id], record.runs_filter(record.KIND_SWEEP, spec_hash=spec_hash,
+                                                                 status=record.RUNNING))
 
 
 def stale_reason(run, now_ms: int | None = None) -> str | None:
     """Why a RUNNING parent's driver is gone, or None while it may still be alive."""
     tags = run.data.tags
     now_ms = _now_ms() if now_ms is None else now_ms
-    host, pid = tags.get(f"{T}host"), tags.get(f"{T}pid")
+    host, pid = tags.get(HOST), tags.get(PID)
     if host == socket.gethostname() and pid and pid.isdigit() and not _alive(int(pid)):
         return f"driver pid {pid} on {host} is gone"
-    beat = int(tags.get(f"{T}heartbeat") or run.info.start_time)
+    beat = int(tags.get(HEARTBEAT) or run.info.start_time)
     if now_ms - beat > TTL_S * 1000:
         return f"no heartbeat from {host or 'its driver'} for {(now_ms - beat) / 1000:.0f} s"
     return None
@@ -72,9 +72,9 @@ def expire_stale(c, exp_id: str, spec_hash: str) -> list[str]:
         reason = stale_reason(run)
         if reason is None:
             continue
-        tracking.log_batch(c, run.info.run_id, tags={f"{T}end_reason": f"stale: {reason}"})
-        tracking.mark_unfinished(c, exp_id, run.info.run_id, tracking.KILLED)
-        c.set_terminated(run.info.run_id, tracking.KILLED)
+        tracking.log_batch(c, run.info.run_id, tags={record.END_REASON: f"stale: {reason}"})
+        record.mark_unfinished(c, exp_id, run.info.run_id, record.KILLED)
+        c.set_terminated(run.info.run_id, record.KILLED)
         expired.append(run.info.run_id)
     return expired
 
@@ -82,28 +82,28 @@ def expire_stale(c, exp_id: str, spec_hash: str) -> list[str]:
 def claim_tags() -> dict:
     """The tags that make a parent run a claim (given to ``create_run``, or set again on a resumed parent)."""
     now = _now_ms()
-    return {f"{T}host": socket.gethostname(), f"{T}pid": str(os.getpid()), f"{T}claimed_at": str(now),
-            f"{T}heartbeat": str(now)}
+    return {HOST: socket.gethostname(), PID: str(os.getpid()), CLAIMED_AT: str(now),
+            HEARTBEAT: str(now)}
 
 
 def _running(run, file) -> InputError:
     tags = run.data.tags
-    since = dt.datetime.fromtimestamp(int(tags[f"{T}claimed_at"]) / 1000).strftime("%Y-%m-%d %H:%M:%S")
-    return InputError(f"this sweep is already running (host {tags.get(f'{T}host')}, pid {tags.get(f'{T}pid')}, "
+    since = dt.datetime.fromtimestamp(int(tags[CLAIMED_AT]) / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    return InputError(f"this sweep is already running (host {tags.get(HOST)}, pid {tags.get(PID)}, "
                       f"since {since}, parent run {run.info.run_id}); wait for it to end, or stop it and run again",
                       file=file)
 
 
 def _live_claims(c, exp_id: str, spec_hash: str, but: str | None = None) -> list:
     return [r for r in _live_parents(c, exp_id, spec_hash) if r.info.run_id != but and
-            f"{T}claimed_at" in r.data.tags and stale_reason(r) is None]
+            CLAIMED_AT in r.data.tags and stale_reason(r) is None]
 
 
 def check_free(c, exp_id: str, spec_hash: str, *, file=None) -> None:
     """Refuse at once (before Ray starts) while another live driver holds this sweep."""
     live = _live_claims(c, exp_id, spec_hash)
     if live:
-        raise _running(min(live, key=lambda r: int(r.data.tags[f"{T}claimed_at"])), file)
+        raise _running(min(live, key=lambda r: int(r.data.tags[CLAIMED_AT])), file)
 
 
 def claim(c, exp_id: str, spec_hash: str, parent_id: str, *, fresh: bool = True, file=None) -> None:
@@ -111,15 +111,15 @@ def claim(c, exp_id: str, spec_hash: str, parent_id: str, *, fresh: bool = True,
     ``fresh`` parent (created for this claim) is deleted; a resumed one goes back to KILLED."""
     time.sleep(SETTLE_S)
     mine = c.get_run(parent_id)
-    rank = (int(mine.data.tags[f"{T}claimed_at"]), parent_id)
+    rank = (int(mine.data.tags[CLAIMED_AT]), parent_id)
     earlier = [r for r in _live_claims(c, exp_id, spec_hash, but=parent_id)
-               if (int(r.data.tags[f"{T}claimed_at"]), r.info.run_id) < rank]
+               if (int(r.data.tags[CLAIMED_AT]), r.info.run_id) < rank]
     if earlier:
         if fresh:
             c.delete_run(parent_id)  # it never started anything: leave no trace in the experiment
         else:
-            c.set_terminated(parent_id, tracking.KILLED)
-        raise _running(min(earlier, key=lambda r: int(r.data.tags[f"{T}claimed_at"])), file)
+            c.set_terminated(parent_id, record.KILLED)
+        raise _running(min(earlier, key=lambda r: int(r.data.tags[CLAIMED_AT])), file)
 
 
 class Heartbeat:
@@ -133,7 +133,7 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                self.c.set_tag(self.parent_id, f"{T}heartbeat", str(_now_ms()))
+                self.c.set_tag(self.parent_id, HEARTBEAT, str(_now_ms()))
             except Exception:  # noqa: BLE001 - a missed beat is retried; a long outage expires the claim
                 pass
 

@@ -1,12 +1,5 @@
-"""MLflow bookkeeping for sweeps: experiments, parent and trial runs, and the lookups that keep re-runs idempotent.
-
-Conventions (the analysis reads these):
-
-* one experiment per study; a parent run per sweep invocation (tag ``matscale.stage``: ``grid``, ``refine``…);
-* one child run per trial, tagged ``mlflow.parentRunId``, ``matscale.sweep_id``, ``matscale.spec_hash``,
-  ``matscale.point`` (arch, n_params target, n_train, seed) and ``matscale.trial_key`` (point + HPO index);
-* params: the flattened trial config; metrics: the scaling axes (so they filter numerically), per-epoch
-  curves under ``epoch/…`` and the final ``val_*`` / ``test_*`` metrics of the best-validation model.
+"""Talking to MLflow: tracking URIs (default, credentials, redaction), opening stores safely, experiments, paged
+searches and batched logging. What the runs hold is :mod:`sweeps.record`'s.
 """
 
 from __future__ import annotations
@@ -20,12 +13,7 @@ from pathlib import Path
 
 from gnn.errors import InputError
 
-TAG = "matscale."
-#: metrics logged when a trial run is created (the scaling axes, numerically filterable)
-AXIS_METRICS = ("n_params_target", "n_train", "seed", "trial_index", "fraction", "source_n")
-FINISHED, RUNNING, FAILED, KILLED, SCHEDULED = "FINISHED", "RUNNING", "FAILED", "KILLED", "SCHEDULED"
-UNFINISHED = (RUNNING, SCHEDULED)  #: statuses of a trial run that is claimed but not done
-HISTORY_PREFIXES = ("epoch/", "pretrain/epoch/")  #: per-epoch metrics: a run holding any has trained
+DEFAULT_URI = "sqlite:///runs/mlflow.db"  #: where commands track without --tracking-uri or $MLFLOW_TRACKING_URI
 
 
 @lru_cache(maxsize=8)
@@ -257,22 +245,6 @@ def search_all(c, experiment_ids: list[str], filter_string: str = "", run_view: 
             return runs
 
 
-def trial_runs(c, exp_id: str, spec_hash: str, status: str | None = None) -> list:
-    """Trial runs of a spec (any sweep invocation), optionally with one status."""
-    f = f"tags.`{TAG}spec_hash` = '{spec_hash}' and tags.`{TAG}kind` = 'trial'"
-    if status:
-        f += f" and attributes.status = '{status}'"
-    return search_all(c, [exp_id], f)
-
-
-def find_trial_run(c, exp_id: str, spec_hash: str, trial_key: str):
-    """The run of one trial (same spec), preferring a FINISHED one; None if it never started."""
-    runs = search_all(c, [exp_id], f"tags.`{TAG}spec_hash` = '{spec_hash}' and tags.`{TAG}trial_key` = '{trial_key}'"
-                                   f" and tags.`{TAG}kind` = 'trial'")
-    runs.sort(key=lambda r: (r.info.status != FINISHED, -r.info.start_time))
-    return runs[0] if runs else None
-
-
 def git_commit() -> str:
     try:
         root = Path(__file__).resolve().parents[1]
@@ -296,56 +268,6 @@ def log_batch(c, run_id: str, metrics: dict | None = None, params: dict | None =
         c.log_batch(run_id, metrics=bm, params=bp, tags=bt)
 
 
-def count_missing(c, exp_id: str, spec, points: list) -> int:
-    """How many trials of a spec have no FINISHED run yet (failed ones count as missing)."""
-    done = {r.data.tags.get(f"{TAG}trial_key") for r in trial_runs(c, exp_id, spec.hash, FINISHED)}
-    return sum(f"{p.key}-t{t}" not in done for p in points for t in range(spec.hpo["trials_per_point"]))
-
-
-def mark_unfinished(c, exp_id: str, parent_run_id: str, status: str = KILLED) -> int:
-    """End the child runs a sweep leaves open (RUNNING or SCHEDULED); returns how many it ended.
-
-    A trial the scheduler stopped early (tag ``matscale.early_stopped``) is complete: it ends FINISHED with its
-    best validation loss (Tune may return, and end the worker, before such a trial has written them itself);
-    any other ends ``status``.
-    """
-    runs = [r for r in search_all(c, [exp_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
-            if r.info.status in UNFINISHED]
-    for r in runs:
-        if f"{TAG}early_stopped" in r.data.tags:
-            history = [m.value for m in c.get_metric_history(r.info.run_id, "epoch/val_loss")]
-            if history and "val_loss" not in r.data.metrics:
-                log_batch(c, r.info.run_id, metrics={"val_loss": min(history), "epochs": len(history)})
-            c.set_terminated(r.info.run_id, FINISHED)
-        else:
-            c.set_terminated(r.info.run_id, status)
-    return len(runs)
-
-
-def has_history(run) -> bool:
-    """Whether a run has logged any per-epoch metric (it trained, at least in part)."""
-    return any(k.startswith(HISTORY_PREFIXES) for k in run.data.metrics)
-
-
-def replace_run(c, old, tags: dict | None = None) -> str:
-    """A fresh run for a trial that must start over: same params, tags and axis metrics, no history.
-
-    The old run stays for the record but leaves the trials: its ``matscale.kind`` becomes ``superseded``, it
-    points to the new run (``matscale.superseded_by``, the new one back with ``matscale.replaces``) and, if it
-    was still open, ends KILLED. So a run never holds two trainings' histories.
-    """
-    keep = {k: v for k, v in old.data.tags.items() if (not k.startswith("mlflow.") or k == "mlflow.parentRunId")
-            and k not in (f"{TAG}node_id", f"{TAG}early_stopped", f"{TAG}failure_reason")}
-    new = c.create_run(old.info.experiment_id, run_name=old.info.run_name,
-                       tags={**keep, **(tags or {}), f"{TAG}replaces": old.info.run_id})
-    new_id = new.info.run_id
-    log_batch(c, new_id, params=old.data.params,
-              metrics={k: v for k, v in old.data.metrics.items() if k in AXIS_METRICS})
-    log_batch(c, old.info.run_id, tags={f"{TAG}kind": "superseded", f"{TAG}superseded_by": new_id})
-    if old.info.status in UNFINISHED:
-        c.set_terminated(old.info.run_id, KILLED)
-    return new_id
-
-
-def env_tracking_uri() -> str | None:
-    return os.environ.get("MLFLOW_TRACKING_URI")
+def default_uri(uri: str | None = None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else :data:`DEFAULT_URI`."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI

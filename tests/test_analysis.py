@@ -151,7 +151,7 @@ def test_published_fits_are_reproduced(shared_data, axis, model):
 
 
 def test_fit_cli_json_has_the_documented_shape(shared_data):
-    res = subprocess.run([sys.executable, "-m", "gnn.cli", "fit", str(shared_data / "optimetal2026_scaling_1d.csv"),
+    res = subprocess.run([sys.executable, "-m", "analysis.cli", "fit", str(shared_data / "optimetal2026_scaling_1d.csv"),
                           "--x", "n_train", "--y", "val_loss", "--where", "model=optimetal2b-cgc", "axis=data",
                           "--holdout", "2", "--bootstrap", "200", "--target", "0.5", "--json"],
                          capture_output=True, text=True, check=True)
@@ -183,7 +183,7 @@ def test_fit_bad_input_is_one_line(tmp_path, case):
     text, extra, field, message = _bad_fit_cases(tmp_path)[case]
     path = tmp_path / "t.csv"
     path.write_text(text)
-    args = [sys.executable, "-m", "gnn.cli", "fit", str(path), "--x", "n", "--y", "loss", "--bootstrap", "0"]
+    args = [sys.executable, "-m", "analysis.cli", "fit", str(path), "--x", "n", "--y", "loss", "--bootstrap", "0"]
     if "--y" in extra:
         args = args[:-4] + ["--y", "val_loss", "--bootstrap", "0"]
         extra = []
@@ -194,7 +194,7 @@ def test_fit_bad_input_is_one_line(tmp_path, case):
 
 
 def test_analyze_unknown_experiment_is_one_line(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "gnn.cli", "analyze", "--experiment", "nope", "--tracking-uri",
+    res = subprocess.run([sys.executable, "-m", "analysis.cli", "analyze", "--experiment", "nope", "--tracking-uri",
                           f"sqlite:///{tmp_path / 'm.db'}", "--out", str(tmp_path / "o")], capture_output=True,
                          text=True)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: field 'experiment'")

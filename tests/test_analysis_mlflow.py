@@ -58,7 +58,7 @@ def test_load_and_aggregate_a_real_sweep(swept):
 def test_analyze_writes_outputs_and_an_analysis_run(swept, tmp_path):
     spec, _ = swept
     out = tmp_path / "analysis"
-    res = subprocess.run([sys.executable, "-m", "gnn.cli", "analyze", "--experiment", spec.experiment,
+    res = subprocess.run([sys.executable, "-m", "analysis.cli", "analyze", "--experiment", spec.experiment,
                           "--tracking-uri", spec.tracking_uri, "--out", str(out), "--bootstrap", "100", "--json"],
                          capture_output=True, text=True, check=True)
     r = json.loads(res.stdout)

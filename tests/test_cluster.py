@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gnn.cli import main as matscale
+from analysis.cli import main as matscale
 from sweeps.cluster_check import check_file
 from sweeps.server import server_command
 from waiting import free_port, wait_for

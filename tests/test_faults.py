@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from gnn.errors import InputError
-from sweeps import sweep_lock, tracking
+from sweeps import record, sweep_lock, tracking
 from sweeps.spec import Point, load_spec
 from waiting import wait_for
 
 from test_sweeps import write_spec  # the tiny spec of the sweep tests
 
-CLI = [sys.executable, "-m", "gnn.cli"]
+CLI = [sys.executable, "-m", "analysis.cli"]
 
 
 # --- hyperparameters are drawn once per trial -------------------------------------------------------------------
@@ -44,13 +44,15 @@ def test_a_rebuilt_study_never_repeats_another_trials_draw():
 
 def test_recorded_hyperparameters_win_over_a_new_draw():
     """A trial key that already has a run keeps that run's logged values; the study learns them at the end."""
+    from dataclasses import replace
+
     from sweeps.search import PointSearcher
 
     class Record:  # a run of t0 exists with lr 0.005
-        def open(self, config, suggest):
-            if config["trial_index"] == 0:
-                return {**config, "hparams": {"lr": 0.005}, "run_id": "old"}
-            return {**config, "hparams": suggest(), "run_id": "new"}
+        def open(self, trial, suggest):
+            if trial.trial_index == 0:
+                return replace(trial, hparams={"lr": 0.005}, run_id="old")
+            return replace(trial, hparams=suggest(), run_id="new")
 
     point = Point("cgc", 1e4, 100, 0)
     s = PointSearcher([point], 2, {"lr": {"log_uniform": [1e-4, 1e-2]}}, record=Record())
@@ -262,7 +264,7 @@ def _kill_mid_sweep(spec_path: Path, spec, tmp_path: Path) -> dict:
         exp = c.get_experiment_by_name(spec.experiment)
         if exp is None:
             return False
-        runs = tracking.trial_runs(c, exp.experiment_id, spec.hash)
+        runs = record.trial_runs(c, exp.experiment_id, spec.hash)
         return any(r.info.status == "FINISHED" for r in runs) and any(
             r.info.status == "RUNNING" and "epoch/val_loss" in r.data.metrics for r in runs)
 
@@ -273,7 +275,7 @@ def _kill_mid_sweep(spec_path: Path, spec, tmp_path: Path) -> dict:
         driver.wait(30)
         subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)  # stray Ray workers of that session
     exp_id = c.get_experiment_by_name(spec.experiment).experiment_id
-    return {r.data.tags["matscale.trial_key"]: r.data.params for r in tracking.trial_runs(c, exp_id, spec.hash)}
+    return {r.data.tags["matscale.trial_key"]: r.data.params for r in record.trial_runs(c, exp_id, spec.hash)}
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 stores, ``matscale server``'s exposure rules, and passwords in URIs kept out of every line printed.
 
 Every CLI case runs once per module through ``matscale``'s main in this process, and the main ones also through
-the real entry point (``python -m gnn.cli``) as subprocesses, concurrently; servers started by the slow tests are
+the real entry point (``python -m analysis.cli``) as subprocesses, concurrently; servers started by the slow tests are
 stopped by their process id.
 """
 
@@ -48,14 +48,14 @@ def _env() -> dict:
 def _matscale(args: list[str], cwd: Path | None = None, timeout: float = 600, env: dict | None = None) -> dict:
     """Run the real entry point; exit code, output and wall time."""
     start = time.time()
-    res = subprocess.run([sys.executable, "-m", "gnn.cli", *map(str, args)], cwd=cwd, capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "analysis.cli", *map(str, args)], cwd=cwd, capture_output=True, text=True,
                          timeout=timeout, env=env or _env())
     return {"rc": res.returncode, "out": res.stdout, "err": res.stderr, "s": time.time() - start}
 
 
 def _in_process(args: list, cwd: Path) -> dict:
     """``matscale``'s main in this process, in ``cwd``: exit code, output (a traceback if it raised) and time."""
-    from gnn.cli import main
+    from analysis.cli import main
 
     out, err, here, start = io.StringIO(), io.StringIO(), os.getcwd(), time.time()
     try:
@@ -424,7 +424,7 @@ def test_reading_commands_work_on_a_store_in_a_read_only_folder(tmp_path):
     store.chmod(0o555)
     try:
         out = tmp_path / "out"
-        res = subprocess.run(_as_unprivileged([sys.executable, "-m", "gnn.cli", "analyze", "--experiment", "faults",
+        res = subprocess.run(_as_unprivileged([sys.executable, "-m", "analysis.cli", "analyze", "--experiment", "faults",
                                                "--tracking-uri", uri, "--out", str(out), "--bootstrap", "100"]),
                              capture_output=True, text=True, timeout=600, env=_env())
         assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
@@ -432,7 +432,7 @@ def test_reading_commands_work_on_a_store_in_a_read_only_folder(tmp_path):
                                                    if line.startswith("warning: ")]
         assert len(res.stderr.strip().splitlines()) == 1 and "read-only" in res.stderr, res.stderr
         assert (out / "fits.json").exists() and "cgc N=1e4" in res.stdout
-        res = subprocess.run(_as_unprivileged([sys.executable, "-m", "gnn.cli", "refine", "--experiment", "faults",
+        res = subprocess.run(_as_unprivileged([sys.executable, "-m", "analysis.cli", "refine", "--experiment", "faults",
                                                "--tracking-uri", uri, "--dry-run"]),
                              capture_output=True, text=True, timeout=600, env=_env())
         assert "no grid sweep" in _one_line({"rc": res.returncode, "err": res.stderr})

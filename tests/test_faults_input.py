@@ -323,8 +323,8 @@ def test_min_distance_is_configurable(tmp_path):
 
 
 def test_default_min_distance_admits_the_synthetic_metals():
-    from gnn.graphs import closest_pair
-    from gnn.store import DEFAULT_MIN_DISTANCE_A
+    from gnn.geometry import closest_pair
+    from gnn.ingest import DEFAULT_MIN_DISTANCE_A
     from gnn.synth import generate
 
     for e in generate(100, points=11, seed=3, progress=False):
@@ -390,7 +390,8 @@ def test_missing_data_file_and_tensors_that_do_not_fit_meta(good_store, tmp_path
 def test_a_crash_while_writing_leaves_no_store_that_looks_valid(good_store, tmp_path, monkeypatch):
     """Store and graph files are written whole under temporary names, then renamed into place."""
     import gnn.graphs
-    from gnn.store import write_store
+    import gnn.ingest
+    from gnn.ingest import write_store
 
     store = _copy(good_store, tmp_path)
     src = Store(store)
@@ -399,7 +400,7 @@ def test_a_crash_while_writing_leaves_no_store_that_looks_valid(good_store, tmp_
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies while building the graphs
 
-    monkeypatch.setattr(gnn.graphs, "build_graphs", crash)
+    monkeypatch.setattr(gnn.ingest, "build_graphs", crash)
     from gnn.store import Entry
 
     new = [Entry(f"e{i}", s, {"drude": 1.0}) for i, s in enumerate(entries)]
@@ -479,7 +480,7 @@ def cli_cases(tmp_path_factory, good_store) -> dict:
                                   "info_meta.json_garbage", "info_graph_garbage", "train_graph_truncated"])
 def test_cli_main_prints_one_line_and_returns_2(cli_cases, capsys, name):
     """``matscale``'s main, in this process (the subprocess test below runs a few through the real script)."""
-    from gnn.cli import main
+    from analysis.cli import main
 
     args, expected = cli_cases[name]
     assert main(args) == 2
@@ -494,7 +495,7 @@ def test_matscale_script_prints_one_line_and_exits_2(cli_cases):
     """The installed entry point, as a user runs it: a spec, an import and a training run on a damaged store."""
     names = ["spec_cpu", "import_cif", "train_graph_truncated"]
     with ThreadPoolExecutor(len(names)) as pool:
-        runs = list(pool.map(lambda name: subprocess.run([sys.executable, "-m", "gnn.cli", *cli_cases[name][0]],
+        runs = list(pool.map(lambda name: subprocess.run([sys.executable, "-m", "analysis.cli", *cli_cases[name][0]],
                                                          capture_output=True, text=True, timeout=600), names))
     for name, res in zip(names, runs):
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
@@ -505,7 +506,7 @@ def test_matscale_script_prints_one_line_and_exits_2(cli_cases):
 
 
 def test_cli_min_distance_option_admits_close_atoms(tmp_path, capsys):
-    from gnn.cli import main
+    from analysis.cli import main
 
     d = _cif_folder(tmp_path)
     assert main(["data", "import", "cif-folder", str(d), "--out", str(tmp_path / "out"), "--min-distance", "0.2",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnn.graphs import neighbor_list
+from gnn.geometry import neighbor_list
 
 
 def brute_force(pos, cell, cutoff):
@@ -72,3 +72,16 @@ def test_graph_file_is_built_once_and_memory_mapped(synth_dir):
     other = build_graphs(synth_dir, 5.0, progress=False, workers=1)
     assert other != path and other.exists()
     assert load_graphs(synth_dir, 5.0)["edge_index"].shape[1] < g["edge_index"].shape[1]
+
+
+def test_neighbour_search_and_graph_file_names_stay_importable_from_graphs():
+    """gnn.geometry (neighbour search) and gnn.store (where graph files live, how they are read) own these names;
+    gnn.graphs, which builds the files, still exports them."""
+    import gnn.geometry
+    import gnn.graphs
+    import gnn.store
+
+    for name in ("neighbor_list", "closest_pair"):
+        assert getattr(gnn.graphs, name) is getattr(gnn.geometry, name)
+    for name in ("graph_path", "list_graph_files", "read_graph_file", "REBUILD_GRAPHS"):
+        assert getattr(gnn.graphs, name) is getattr(gnn.store, name)

@@ -148,7 +148,7 @@ def test_cli_bad_input_is_one_line_without_traceback(shared_data, tmp_path):
     src.mkdir()
     raw = _optimetal_entry(shared_data, lambda r: r["data"].pop("drude_freq"))
     (src / "x.json").write_text(json.dumps(raw))
-    res = subprocess.run([sys.executable, "-m", "gnn.cli", "data", "import", "optimetal", str(src), "--out",
+    res = subprocess.run([sys.executable, "-m", "analysis.cli", "data", "import", "optimetal", str(src), "--out",
                           str(tmp_path / "out")], capture_output=True, text=True)
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip() and "reading optimetal" not in line]

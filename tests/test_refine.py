@@ -46,7 +46,7 @@ def test_refine_round_on_a_tiny_sweep_adds_refine_runs_and_never_repeats(tmp_pat
 
     from analysis.runs import aggregate, load_runs
     from sweeps.driver import run_sweep
-    from sweeps.refine import refine_experiment
+    from analysis.refine import refine_experiment
     from sweeps.spec import load_spec
 
     spec_path = tmp_path / "spec.yaml"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from gnn.errors import InputError
-from sweeps import tracking
+from sweeps import record, tracking
 from sweeps.driver import run_sweep
 from sweeps.spec import load_spec
 from waiting import free_port, wait_for
@@ -52,7 +52,7 @@ def write_spec(folder: Path, data_dir: Path, **changes) -> Path:
 def child_runs(spec):
     c = tracking.client(tracking.normalise_uri(spec.tracking_uri))
     exp = c.get_experiment_by_name(spec.experiment)
-    return c, exp, tracking.trial_runs(c, exp.experiment_id, spec.hash)
+    return c, exp, record.trial_runs(c, exp.experiment_id, spec.hash)
 
 
 @pytest.fixture()
@@ -94,7 +94,7 @@ def test_more_gpus_than_the_cluster_has(tmp_path, data_dir, local_ray):
 
 def test_cli_bad_spec_is_one_line(tmp_path, data_dir):
     path = write_spec(tmp_path, data_dir, archs=["gat"])
-    res = subprocess.run([sys.executable, "-m", "gnn.cli", "sweep", str(path)], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "analysis.cli", "sweep", str(path)], capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [f"error: {path}: field 'archs': unknown arch 'gat'; choose from "
                                                "cgc, transformer"]
@@ -102,7 +102,7 @@ def test_cli_bad_spec_is_one_line(tmp_path, data_dir):
 
 def test_dry_run_lists_every_trial_and_cost(tmp_path, data_dir):
     path = write_spec(tmp_path, data_dir, archs=["cgc", "transformer"])
-    res = subprocess.run([sys.executable, "-m", "gnn.cli", "sweep", str(path), "--dry-run"], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "analysis.cli", "sweep", str(path), "--dry-run"], capture_output=True,
                          text=True, check=True)
     lines = [line for line in res.stdout.splitlines() if line.startswith(("cgc-", "transformer-"))]
     assert len(lines) == 2 * 2 * 2  # archs × data sizes × trials
@@ -224,7 +224,7 @@ def test_worker_node_killed_mid_sweep_every_point_finishes_once(tmp_path, data_d
             exp = c.get_experiment_by_name(spec.experiment)
             if exp is None:
                 return False
-            for r in tracking.trial_runs(c, exp.experiment_id, spec.hash, "RUNNING"):
+            for r in record.trial_runs(c, exp.experiment_id, spec.hash, "RUNNING"):
                 if r.data.tags.get("matscale.node_id") == worker_id and \
                         len(c.get_metric_history(r.info.run_id, "epoch/val_loss")) >= 2:
                     return r.info.run_id
@@ -251,14 +251,14 @@ def test_driver_killed_then_resume_runs_only_the_missing_points(tmp_path, data_d
     spec_path = write_spec(tmp_path, data_dir, budget={"epochs": 6, "patience": 20},
                            axes={"data_fractions": [0.25, 0.5, 1.0], "n_params": [1.0e4], "seeds": [0]})
     spec = load_spec(spec_path)
-    cmd = [sys.executable, "-m", "gnn.cli", "sweep", str(spec_path)]
+    cmd = [sys.executable, "-m", "analysis.cli", "sweep", str(spec_path)]
     log = open(tmp_path / "first.log", "w")
     driver = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     c = tracking.client(tracking.normalise_uri(spec.tracking_uri))
 
     def some_finished():
         exp = c.get_experiment_by_name(spec.experiment)
-        return exp is not None and len(tracking.trial_runs(c, exp.experiment_id, spec.hash, "FINISHED")) >= 1
+        return exp is not None and len(record.trial_runs(c, exp.experiment_id, spec.hash, "FINISHED")) >= 1
 
     try:
         wait_for(some_finished, 240)
@@ -268,11 +268,11 @@ def test_driver_killed_then_resume_runs_only_the_missing_points(tmp_path, data_d
     subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)  # stray Ray workers of that session
     exp_id = c.get_experiment_by_name(spec.experiment).experiment_id
     before = {r.data.tags["matscale.trial_key"]: r.info.run_id
-              for r in tracking.trial_runs(c, exp_id, spec.hash, "FINISHED")}
+              for r in record.trial_runs(c, exp_id, spec.hash, "FINISHED")}
     assert 1 <= len(before) < 6
     res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    runs = tracking.trial_runs(c, exp_id, spec.hash)
+    runs = record.trial_runs(c, exp_id, spec.hash)
     keys = [r.data.tags["matscale.trial_key"] for r in runs]
     assert len(keys) == 6 and len(set(keys)) == 6, "a point was duplicated"
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -286,14 +286,14 @@ def test_ctrl_c_marks_running_trials_killed(tmp_path, data_dir):
     spec_path = write_spec(tmp_path, data_dir, budget={"epochs": 40, "patience": 50},
                            dataset={"synthetic": {"n": 1500, "points": 21, "seed": 0}, "data_dir": str(data_dir)})
     spec = load_spec(spec_path)
-    driver = subprocess.Popen([sys.executable, "-m", "gnn.cli", "sweep", str(spec_path)], stdout=subprocess.PIPE,
+    driver = subprocess.Popen([sys.executable, "-m", "analysis.cli", "sweep", str(spec_path)], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     c = tracking.client(tracking.normalise_uri(spec.tracking_uri))
 
     def training():
         exp = c.get_experiment_by_name(spec.experiment)
         return exp is not None and any(len(c.get_metric_history(r.info.run_id, "epoch/val_loss")) >= 2
-                                       for r in tracking.trial_runs(c, exp.experiment_id, spec.hash, "RUNNING"))
+                                       for r in record.trial_runs(c, exp.experiment_id, spec.hash, "RUNNING"))
 
     try:
         wait_for(training, 240)
@@ -304,7 +304,7 @@ def test_ctrl_c_marks_running_trials_killed(tmp_path, data_dir):
             os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 130 and "--resume" in out
     exp_id = c.get_experiment_by_name(spec.experiment).experiment_id
-    statuses = [r.info.status for r in tracking.trial_runs(c, exp_id, spec.hash)]
+    statuses = [r.info.status for r in record.trial_runs(c, exp_id, spec.hash)]
     assert "RUNNING" not in statuses and "KILLED" in statuses
     parent = tracking.search_all(c, [exp_id], "tags.`matscale.kind` = 'sweep'")
     assert [p.info.status for p in parent] == ["KILLED"]

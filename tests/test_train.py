@@ -1,11 +1,19 @@
 import json
+import math
 import subprocess
 import sys
 
 import pytest
 
 from gnn.errors import InputError
+from gnn.splits import grouped_split
+from gnn.store import Store
 from gnn.train import TrainConfig, train
+
+
+def _split_sizes(store_dir) -> dict[str, int]:
+    """Entries in each split of a store with the default split fractions and seed."""
+    return {k: len(v) for k, v in grouped_split(Store(store_dir).formulas).items()}
 
 
 def test_short_training_lowers_the_loss(synth_dir):
@@ -15,7 +23,9 @@ def test_short_training_lowers_the_loss(synth_dir):
     assert len(history) == 6
     assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
     assert m["val_loss"] < history[0]["val_loss"]
-    assert m["n_train"] == 240 - (300 - 240) * 0 or m["n_train"] > 200
+    sizes = _split_sizes(synth_dir)  # no fraction or n_train: the whole training split
+    assert (m["n_train"], m["n_val"], m["n_test"]) == (sizes["train"], sizes["val"], sizes["test"])
+    assert sum(sizes.values()) == 300 and 200 < sizes["train"] < 260
     for key in ("val_eps_mae", "val_eps_re_r2", "val_eps_im_r2", "val_eps_sc", "val_drude_mae", "val_drude_mape",
                 "test_loss", "n_params", "wall_time_s", "samples_per_s", "peak_memory_mb"):
         assert key in m
@@ -63,12 +73,21 @@ def test_bad_training_input(synth_dir, change, field):
 
 
 def test_cli_train_prints_one_json_object(synth_dir):
-    res = subprocess.run([sys.executable, "-m", "gnn.cli", "train", "--data", str(synth_dir), "--arch", "cgc",
+    res = subprocess.run([sys.executable, "-m", "analysis.cli", "train", "--data", str(synth_dir), "--arch", "cgc",
                           "--n-params", "1e4", "--fraction", "0.25", "--seed", "0", "--epochs", "2", "--threads", "1",
                           "--json"], capture_output=True, text=True, check=True)
     m = json.loads(res.stdout)
-    assert m["n_train"] == 60 or m["n_train"] > 0
+    assert m["n_train"] == math.ceil(0.25 * _split_sizes(synth_dir)["train"])
     assert m["epochs"] == 2 and abs(m["n_params"] - 1e4) <= 300
-    info = subprocess.run([sys.executable, "-m", "gnn.cli", "data", "info", str(synth_dir), "--json"],
+    info = subprocess.run([sys.executable, "-m", "analysis.cli", "data", "info", str(synth_dir), "--json"],
                           capture_output=True, text=True, check=True)
     assert json.loads(info.stdout)["n_structures"] == 300
+
+
+def test_package_names_load_on_first_use():
+    code = ("import sys, gnn.errors; heavy = {'torch', 'numpy', 'torch_geometric'} & set(sys.modules); "
+            "from gnn import train, TrainConfig; import gnn, gnn.train; "
+            "assert callable(train) and gnn.train is train and TrainConfig.__module__ == 'gnn.train'; "
+            "print(sorted(heavy))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"  # `import gnn.errors` (what analysis needs) loads no torch or numpy

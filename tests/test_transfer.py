@@ -12,9 +12,12 @@ from analysis import coverage
 from analysis.fit import make_curve
 from analysis.transfer import baseline_law, equivalent_target_samples, fit_transfer
 from gnn.errors import InputError
+from gnn.finetune import freeze, load_pretrained
 from gnn.models import build_model, model_from_config
-from gnn.train import TrainConfig, export_best
-from gnn.transfer import freeze, load_pretrained, pretrain_finetune
+from gnn.splits import grouped_split
+from gnn.store import Store
+from gnn.train import TrainConfig, export_best, load_model
+from gnn.transfer import pretrain_finetune
 from sweeps.spec import load_spec
 
 
@@ -61,8 +64,13 @@ def test_pretrain_then_finetune_on_a_gapped_target(synth_dir, tmp_path):
     tuned = TrainConfig(data=str(target), n_params=1e4, n_train=40, epochs=2, strategy="heads", num_threads=1)
     first = pretrain_finetune(source, tuned)
     assert first["pretrain_n_train"] == 150 and first["n_train"] == 40 and first["pretrain_cached"] == 0
-    assert first["n_trainable"] < first["n_params"] and first["n_transferred_tensors"] > 10
-    assert np.isfinite(first["test_loss"]) and first["n_test"] > 0  # the target's own fixed test split
+    assert first["pretrain_width"] == first["width"] and first["pretrain_ffn_width"] == first["ffn_width"]
+    model = build_model("cgc", 1e4, ["drude", "eps"], 41)  # the target's model: same plan, same names
+    heads = sum(p.numel() for n, p in model.named_parameters() if n.startswith("heads."))
+    assert first["n_params"] == model.n_params and first["n_trainable"] == heads  # strategy "heads"
+    assert first["n_transferred_tensors"] == len(list(model.parameters()))  # same targets: every tensor carries over
+    n_test = len(grouped_split(Store(target).formulas)["test"])  # the target's own fixed test split
+    assert first["n_test"] == n_test > 0 and np.isfinite(first["test_loss"])
     second = pretrain_finetune(source, tuned)  # another trial of the same source size: from the cache
     assert second["pretrain_cached"] == 1 and second["pretrain_val_loss"] == first["pretrain_val_loss"]
 
@@ -180,7 +188,21 @@ def test_exported_model_is_a_valid_init(synth_dir, tmp_path):
     best = export_best(tmp_path / "checkpoint.pt", tmp_path / "best.pt")
     again = train(TrainConfig(data=str(synth_dir), n_params=1e4, n_train=60, epochs=1, init_from=str(best),
                               strategy="freeze:3"))
-    assert again["n_transferred_tensors"] > 0 and again["n_trainable"] < r["n_params"]
+    model = load_model(best)
+    assert model.n_params == r["n_params"] == again["n_params"]
+    assert again["n_transferred_tensors"] == len(list(model.parameters()))
+    unfrozen = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("pool.", "heads.")))
+    assert again["n_trainable"] == unfrozen < r["n_params"]  # freeze:3 of 3 blocks: the pooling and heads train
+
+
+def test_train_does_not_import_transfer():
+    import subprocess
+    import sys
+
+    code = ("import sys, gnn.train; assert 'gnn.transfer' not in sys.modules; "
+            "from gnn.transfer import parse_strategy, pretrain, pretrain_finetune, pretrain_key; "
+            "from gnn.finetune import parse_strategy as p; assert parse_strategy is p")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_new_axes_keep_the_hash_of_specs_that_do_not_use_them(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gnn.errors import InputError
-from sweeps import tracking
+from sweeps import record, tracking
 from sweeps.driver import run_sweep, store_location
 from sweeps.spec import load_spec
 
@@ -45,11 +45,11 @@ def _common(folder: Path, data_dir: Path) -> dict:
 def _trial_runs(spec):
     c = tracking.client(tracking.normalise_uri(spec.tracking_uri))
     exp = c.get_experiment_by_name(spec.experiment)
-    return c, tracking.trial_runs(c, exp.experiment_id, spec.hash)
+    return c, record.trial_runs(c, exp.experiment_id, spec.hash)
 
 
 def test_transfer_sweep_links_baselines_tracks_both_stages_and_fits_the_law(tmp_path, data_dir, local_ray):
-    from analysis.cli import analyze_experiment
+    from analysis.experiment import analyze_experiment
 
     spec_dict = {"experiment": "transfer", **_common(tmp_path, data_dir),
                  "dataset": {"synthetic": {"n": 150, "points": 11, "seed": 5, "noise": 0.1,
@@ -59,9 +59,9 @@ def test_transfer_sweep_links_baselines_tracks_both_stages_and_fits_the_law(tmp_
                  "axes": {"source_n": [40, 80, 160, 230], "target_n": [40], "n_params": [1.0e4], "seeds": [0]}}
     spec = load_spec(_write(tmp_path, spec_dict))
     summary = run_sweep(spec, progress=False)
-    assert summary["status"] == tracking.FINISHED
+    assert summary["status"] == record.FINISHED
     c, runs = _trial_runs(spec)
-    assert len(runs) == 5 and {r.info.status for r in runs} == {tracking.FINISHED}
+    assert len(runs) == 5 and {r.info.status for r in runs} == {record.FINISHED}
     by_kind = {}
     for r in runs:
         by_kind.setdefault(r.data.tags["matscale.transfer"], []).append(r)
@@ -94,7 +94,7 @@ def test_transfer_sweep_links_baselines_tracks_both_stages_and_fits_the_law(tmp_
 
 
 def test_coverage_sweep_trains_on_the_promised_subsets_and_reports_per_strategy(tmp_path, data_dir, local_ray):
-    from analysis.cli import analyze_experiment
+    from analysis.experiment import analyze_experiment
     from gnn import subsets
     from gnn.splits import grouped_split
     from gnn.store import Store
@@ -104,7 +104,7 @@ def test_coverage_sweep_trains_on_the_promised_subsets_and_reports_per_strategy(
         "experiment": "coverage", **_common(tmp_path, data_dir),
         "dataset": {"synthetic": {"n": 300, "points": 11, "seed": 0}, "data_dir": str(data_dir)},
         "axes": {"n_train": [40, 80], "n_params": [1.0e4], "seeds": [0, 1], "subset": strategies}}))
-    assert run_sweep(spec, progress=False)["status"] == tracking.FINISHED
+    assert run_sweep(spec, progress=False)["status"] == record.FINISHED
     c, runs = _trial_runs(spec)
     assert len(runs) == 12
     store = Store(store_location(spec))

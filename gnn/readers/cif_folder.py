@@ -12,6 +12,7 @@ import csv
 from pathlib import Path
 
 from gnn.errors import InputError
+from gnn.readers.targets import select_targets
 from gnn.store import Entry
 
 PATTERNS = ("{}", "{}.cif", "{}.vasp", "{}.poscar", "POSCAR-{}", "POSCAR_{}")
@@ -28,8 +29,6 @@ def _is_number(text: str) -> bool:
 def read(src: Path, targets: list[str] | None = None):
     """Entries with the scalar targets of ``id_prop.csv`` (or those in ``targets``); no frequency grid."""
     from pymatgen.core import Structure
-
-    from gnn.readers import select_targets
 
     src = Path(src)
     table = src / "id_prop.csv"

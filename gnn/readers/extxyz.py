@@ -12,6 +12,7 @@ import numbers
 from pathlib import Path
 
 from gnn.errors import InputError
+from gnn.readers.targets import select_targets
 from gnn.store import Entry
 
 ID_KEYS = ("id", "material_id", "mat_id")
@@ -32,8 +33,6 @@ def read(src: Path, targets: list[str] | None = None):
     """Entries with the chosen scalar targets; no frequency grid."""
     from ase.io import read as ase_read
     from pymatgen.io.ase import AseAtomsAdaptor
-
-    from gnn.readers import select_targets
 
     src = Path(src)
     files = sorted(p for p in src.iterdir() if p.suffix in (".xyz", ".extxyz")) if src.is_dir() else [src]

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from gnn.errors import InputError
-from gnn.store import Entry, check_grid
+from gnn.ingest import check_grid
+from gnn.readers.targets import select_targets
+from gnn.store import SPECTRUM, Entry
 
 
 def _open_text(path: Path):
@@ -95,13 +97,11 @@ def _entry(path: Path, i: int, item: dict) -> tuple[Entry, np.ndarray]:
     drude = _array(data["drude_freq"], field="data.drude_freq", **where)
     if drude.shape != (3,):
         raise InputError(f"expected 3 components, got shape {drude.shape}", field="data.drude_freq", **where)
-    return Entry(entry_id, structure, {"eps": eps, "drude": float(np.sqrt(np.mean(drude**2)))}, str(path)), grid
+    return Entry(entry_id, structure, {SPECTRUM: eps, "drude": float(np.sqrt(np.mean(drude**2)))}, str(path)), grid
 
 
 def read(src: Path, targets: list[str] | None = None, points: int | None = None):
     """Entries with targets ``eps`` and ``drude`` (or the subset in ``targets``) and the ω grid (eV)."""
-    from gnn.readers import select_targets
-
     if points is not None and points < 2:
         raise InputError(f"--points must be ≥ 2, got {points}", field="points")
     records = _records(Path(src))
@@ -122,10 +122,10 @@ def read(src: Path, targets: list[str] | None = None, points: int | None = None)
                 if own[0] > grid[0] + 1e-9 or own[-1] < grid[-1] - 1e-9:
                     raise InputError("ω grid does not cover the first entry's range", file=path, entry=e.id,
                                      field="data.eps_inter_re")
-                eps = e.targets["eps"]
-                e.targets["eps"] = np.stack([np.interp(grid, own, eps[0]), np.interp(grid, own, eps[1])])
+                eps = e.targets[SPECTRUM]
+                e.targets[SPECTRUM] = np.stack([np.interp(grid, own, eps[0]), np.interp(grid, own, eps[1])])
             e.targets = select_targets(e.targets, targets, file=path, entry=e.id)
             yield e
 
-    keep_grid = targets is None or "eps" in targets
+    keep_grid = targets is None or SPECTRUM in targets
     return entries(), (grid if keep_grid else None)

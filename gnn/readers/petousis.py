@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gnn.errors import InputError
+from gnn.readers.targets import select_targets
 from gnn.store import Entry
 
 SCALARS = ("band_gap", "n", "poly_electronic", "poly_total")
@@ -58,8 +59,6 @@ def _entry(path: Path, row_no: int, row: dict) -> Entry:
 
 def read(src: Path, targets: list[str] | None = None):
     """Entries with the scalar targets above (or those in ``targets``); no frequency grid."""
-    from gnn.readers import select_targets
-
     src = Path(src)
     if src.is_dir():
         raise InputError("expected the Petousis CSV file, got a folder", file=src)

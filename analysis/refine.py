@@ -22,17 +22,15 @@ from analysis.propose import propose
 from analysis.report import safe_name
 from analysis.runs import aggregate, load_runs
 from gnn.errors import InputError
-from sweeps import tracking
+from sweeps import record, tracking
 from sweeps.spec import Spec, sci, validate
-
-ROUND_TAG = f"{tracking.TAG}round"
 
 
 def parent_spec(c, exp_id: str) -> tuple[Spec, str]:
     """The spec of the newest grid sweep in the experiment (from its parent run's artifact)."""
     import yaml
 
-    runs = tracking.search_all(c, [exp_id], f"tags.`{tracking.TAG}kind` = 'sweep' and tags.`{tracking.TAG}stage` = 'grid'")
+    runs = tracking.search_all(c, [exp_id], record.runs_filter(record.KIND_SWEEP, stage=record.STAGE_GRID))
     if not runs:
         raise InputError("the experiment has no grid sweep to refine", field="experiment")
     run = max(runs, key=lambda r: r.info.start_time)
@@ -41,14 +39,13 @@ def parent_spec(c, exp_id: str) -> tuple[Spec, str]:
         raw = yaml.safe_load(Path(path).read_text())
     for key in ("path",):
         raw.pop(key, None)
-    return validate(raw, f"spec of sweep {run.data.tags.get(f'{tracking.TAG}sweep_id')}"), \
-        run.data.tags.get(f"{tracking.TAG}sweep_id", "")
+    sweep_id = run.data.tags.get(record.SWEEP_ID, "")
+    return validate(raw, f"spec of sweep {sweep_id}"), sweep_id
 
 
 def rounds_done(c, exp_id: str) -> int:
-    runs = tracking.search_all(c, [exp_id], f"tags.`{tracking.TAG}kind` = 'analysis' and "
-                                            f"tags.`{tracking.TAG}stage` = 'refine'")
-    return max((int(r.data.tags.get(ROUND_TAG, 0)) for r in runs), default=0)
+    runs = tracking.search_all(c, [exp_id], record.runs_filter(record.KIND_ANALYSIS, stage=record.STAGE_REFINE))
+    return max((int(r.data.tags.get(record.ROUND, 0)) for r in runs), default=0)
 
 
 def _groups(best, axis: str):
@@ -66,10 +63,6 @@ def refine_experiment(experiment: str, tracking_uri: str, *, axis: str = "data",
                       metric: str = "val_loss", n_boot: int = 400, law: str = "auto", progress: bool = True,
                       out=print) -> dict:
     """Run refinement rounds (see the module docstring); returns every round's proposals and outcome."""
-    from gnn.splits import grouped_split
-    from gnn.store import Store
-    from sweeps.driver import prepare_store, run_sweep
-
     if axis not in ("data", "params"):
         raise InputError(f"axis must be data or params, got {axis!r}", field="axis")
     uri = tracking.normalise_uri(tracking_uri)
@@ -87,31 +80,9 @@ def refine_experiment(experiment: str, tracking_uri: str, *, axis: str = "data",
         if done >= max_rounds:
             out(f"{done} refinement rounds already done (--max-rounds {max_rounds}); nothing to launch")
             return {"rounds": history, "status": "max_rounds", "rounds_done": done}
-        store = prepare_store(spec, progress=False)
-        train_size = len(grouped_split(Store(store).formulas)["train"])
-        n_seeds = seeds or len(spec.seeds)
-        seed_list = spec.seeds[:n_seeds] if n_seeds <= len(spec.seeds) else list(range(n_seeds))
-        proposals, blocks, converged = [], {}, True  # blocks: arch → axes blocks
-        for name, fixed, x, sub in _groups(best, axis):
-            curve = make_curve(x, sub[metric].to_numpy(float))
-            bounds = (x.min(), float(train_size)) if axis == "data" else (x.min() / 2, x.max() * 2)
-            prop = propose(curve, points, bounds, n_boot=n_boot, seed=done, integer=True, law=law)
-            proposals.append({"group": name, **prop.as_dict()})
-            out(f"round {done + 1} {name}: break {prop.break_x:.4g} (95% CI {prop.break_ci[0]:.4g} – "
-                f"{prop.break_ci[1]:.4g}, ±{prop.half_width:.3f} decades; {prop.reason}) → new x "
-                f"{[int(p) for p in prop.points]}" + (f", predicted ±{prop.predicted_half_width:.3f} decades"
-                                                      if prop.predicted_half_width is not None else ""))
-            if prop.half_width <= until_ci:
-                continue
-            converged = False
-            if not prop.points:  # every candidate value is already measured (integer data sizes run out)
-                out(f"round {done + 1} {name}: no unmeasured axis value is left to propose")
-                continue
-            if axis == "data":
-                block = {"n_train": [int(p) for p in prop.points], "n_params": [fixed["n_params"]], "seeds": seed_list}
-            else:
-                block = {"n_train": [fixed["n_train"]], "n_params": [float(p) for p in prop.points], "seeds": seed_list}
-            blocks.setdefault(fixed["arch"], []).append(block)
+        seed_list = _seeds(spec, seeds)
+        proposals, blocks, converged = _propose_round(best, spec, axis, metric, points, seed_list, done + 1, n_boot,
+                                                      law, until_ci, out)
         if converged:
             out(f"every break is within ±{until_ci} decades; done")
             return {"rounds": history, "status": "converged", "proposals": proposals}
@@ -124,26 +95,75 @@ def refine_experiment(experiment: str, tracking_uri: str, *, axis: str = "data",
             return {"rounds": history, "status": "budget", "proposals": proposals}
         if dry_run:
             return {"rounds": history, "status": "dry_run", "proposals": proposals, "trials": cost}
-        tags = {ROUND_TAG: str(done + 1), f"{tracking.TAG}parent_sweep": parent_sweep}
-        statuses = []
-        for arch, arch_blocks in blocks.items():  # one refine sweep per architecture
-            raw = {**spec.as_dict(), "axes": arch_blocks, "archs": [arch]}
-            refine_spec = validate(raw, f"refine round {done + 1} of {experiment}")
-            refine_spec.tracking_uri = uri
-            summary = run_sweep(refine_spec, address=address, stage="refine", extra_tags=tags, progress=progress)
-            statuses.append(summary["status"])
+        statuses = _launch_round(spec, blocks, experiment, done + 1, parent_sweep, address, progress)
         spent += cost
         _log_round(c, exp_id, done + 1, proposals)
         history.append({"round": done + 1, "proposals": proposals, "trials": cost, "status": statuses})
-        bad = [st for st in statuses if st not in (tracking.FINISHED, "NOTHING_TO_DO")]
+        bad = [st for st in statuses if st not in (record.FINISHED, "NOTHING_TO_DO")]
         if bad:
             return {"rounds": history, "status": bad[0]}
+
+
+def _seeds(spec: Spec, seeds: int | None) -> list[int]:
+    """The seeds of each new axis value: the parent sweep's first ``seeds`` (all by default), more if asked."""
+    n = seeds or len(spec.seeds)
+    return spec.seeds[:n] if n <= len(spec.seeds) else list(range(n))
+
+
+def _propose_round(best, spec: Spec, axis: str, metric: str, points: int, seed_list: list[int], round_no: int,
+                   n_boot: int, law: str, until_ci: float, out) -> tuple[list[dict], dict, bool]:
+    """Fit every curve and propose its new axis values: ``(proposals, axes blocks per arch, converged)``; a curve
+    whose break is already within ``until_ci`` decades gets none."""
+    from gnn.splits import grouped_split
+    from gnn.store import Store
+    from sweeps.driver import prepare_store
+
+    train_size = len(grouped_split(Store(prepare_store(spec, progress=False)).formulas)["train"])
+    proposals, blocks, converged = [], {}, True
+    for name, fixed, x, sub in _groups(best, axis):
+        curve = make_curve(x, sub[metric].to_numpy(float))
+        bounds = (x.min(), float(train_size)) if axis == "data" else (x.min() / 2, x.max() * 2)
+        prop = propose(curve, points, bounds, n_boot=n_boot, seed=round_no - 1, integer=True, law=law)
+        proposals.append({"group": name, **prop.as_dict()})
+        out(f"round {round_no} {name}: break {prop.break_x:.4g} (95% CI {prop.break_ci[0]:.4g} – "
+            f"{prop.break_ci[1]:.4g}, ±{prop.half_width:.3f} decades; {prop.reason}) → new x "
+            f"{[int(p) for p in prop.points]}" + (f", predicted ±{prop.predicted_half_width:.3f} decades"
+                                                  if prop.predicted_half_width is not None else ""))
+        if prop.half_width <= until_ci:
+            continue
+        converged = False
+        if not prop.points:  # every candidate value is already measured (integer data sizes run out)
+            out(f"round {round_no} {name}: no unmeasured axis value is left to propose")
+            continue
+        if axis == "data":
+            block = {"n_train": [int(p) for p in prop.points], "n_params": [fixed["n_params"]], "seeds": seed_list}
+        else:
+            block = {"n_train": [fixed["n_train"]], "n_params": [float(p) for p in prop.points], "seeds": seed_list}
+        blocks.setdefault(fixed["arch"], []).append(block)
+    return proposals, blocks, converged
+
+
+def _launch_round(spec: Spec, blocks: dict, experiment: str, round_no: int, parent_sweep: str,
+                  address: str | None, progress: bool) -> list[str]:
+    """One refine sweep per architecture, tagged with the round and the grid sweep it refines; their statuses."""
+    from sweeps.driver import run_sweep
+
+    tags = {record.ROUND: str(round_no), record.PARENT_SWEEP: parent_sweep}
+    statuses = []
+    for arch, arch_blocks in blocks.items():
+        refine_spec = validate({**spec.as_dict(), "axes": arch_blocks, "archs": [arch]},
+                               f"refine round {round_no} of {experiment}")
+        refine_spec.tracking_uri = spec.tracking_uri
+        summary = run_sweep(refine_spec, address=address, stage=record.STAGE_REFINE, extra_tags=tags,
+                            progress=progress)
+        statuses.append(summary["status"])
+    return statuses
 
 
 def _log_round(c, exp_id: str, round_no: int, proposals: list[dict]) -> None:
     """The round's analysis run: its fit and proposal, so the UI shows how the interval shrank."""
     run = c.create_run(exp_id, run_name=f"refine-round-{round_no}", tags={
-        f"{tracking.TAG}kind": "analysis", f"{tracking.TAG}stage": "refine", ROUND_TAG: str(round_no)})
+        record.KIND: record.KIND_ANALYSIS, record.STAGE: record.STAGE_REFINE, record.ROUND: str(round_no)})
     metrics = {}
     for p in proposals:
         key = safe_name(p["group"])
@@ -157,4 +177,4 @@ def _log_round(c, exp_id: str, round_no: int, proposals: list[dict]) -> None:
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "proposal.json").write_text(json.dumps(proposals, indent=1, default=float))
         c.log_artifact(run.info.run_id, str(Path(d) / "proposal.json"))
-    c.set_terminated(run.info.run_id, tracking.FINISHED)
+    c.set_terminated(run.info.run_id, record.FINISHED)

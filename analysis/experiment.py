@@ -1,0 +1,156 @@
+"""One sweep's scaling analysis: load its trial runs from MLflow, aggregate them into points, fit every curve
+(groups in parallel processes), write plots, ``report.md`` and ``fits.json``, and log an ``analysis`` run.
+
+Imports of the fitting and plotting stack happen inside the functions: the command line reads :data:`AXES`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gnn.errors import InputError
+from sweeps import record
+
+
+def print_result(r: dict, name: str = "") -> None:
+    """Print one fit (its candidates, parameters with CIs, breaks, saturation, target) to stdout."""
+    head = f"== {name}: " if name else "== "
+    print(f"{head}{r['n_points']} points, {r['n_runs']} runs; best law by AICc: {r['law']}  ({r['formula']})")
+    print(f"   {'law':<12} {'AICc':>10} {'RMSLE held out':>15}")
+    for c in r["candidates"]:
+        aicc = f"{c['aicc']:.2f}" if isinstance(c["aicc"], float) else str(c["aicc"])
+        rm = f"{c['rmsle_holdout']:.4f}" if isinstance(c["rmsle_holdout"], float) else "–"
+        print(f"   {c['law']:<12} {aicc:>10} {rm:>15}")
+    print(f"   {'param':<10} {'value':>12} {'stderr':>12} {'95% CI':>28}")
+    for k, v in r["params"].items():
+        lo, hi = r["ci"].get(k, [None, None])
+        ci = f"[{lo:.4g}, {hi:.4g}]" if lo is not None and hi is not None else "–"
+        print(f"   {k:<10} {v:>12.4g} {r['stderr'].get(k, float('nan')):>12.3g} {ci:>28}")
+    for bp in r.get("breakpoints", []):
+        lo, hi = bp["ci"]
+        print(f"   break at {bp['x']:.4g}" + (f"  (95% CI {lo:.4g} – {hi:.4g})" if lo is not None else ""))
+    if r.get("saturation"):
+        s = r["saturation"]
+        for label, key in (("saturation (floor)", "x_floor"), ("saturation (slope)", "x_slope")):
+            v = s[key]["value"]
+            if v is not None:
+                print(f"   {label} at {v:.4g}")
+    if r.get("doubling"):
+        print(f"   doubling x from {r['doubling']['x']:.4g} lowers the loss by {100 * r['doubling']['value']:.2f} %")
+    if r.get("target"):
+        t = r["target"]
+        print(f"   loss {t['loss']} needs x = {t['x']:.4g}" if t["reachable"] else f"   loss {t['loss']} is unreachable")
+
+
+AXES = ("data", "params", "both", "transfer", "coverage")  #: what ``analyze --axis`` takes
+
+
+def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val_loss", axis: str = "data",
+                       out: str | Path = "analysis", law: str = "auto", objective: str = "wls", holdout: int = 0,
+                       n_boot: int = 1000, seed: int = 0, target: float | None = None, sweep: str | None = None,
+                       stage: str | None = None, log: bool = True, verbose: bool = True) -> dict:
+    """Load, aggregate, fit every group, write plots/report/fits.json and log an ``analysis`` run."""
+    from analysis.report import log_analysis_run, write_outputs
+    from analysis.runs import aggregate, load_runs
+    from sweeps import tracking
+    from sweeps.spec import sci
+
+    if axis not in AXES:
+        raise InputError(f"axis must be {', '.join(AXES[:-1])} or {AXES[-1]}, got {axis!r}", field="axis")
+    out = Path(out)
+    df, exp_id = load_runs(tracking_uri, experiment, sweep=sweep, stage=stage)
+    tracking_uri = tracking.use_credentials(tracking_uri)  # MLflow prints the URI it writes to: no password in it
+    best, points, problems_df = aggregate(df, metric)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    if axis in ("transfer", "coverage"):
+        from analysis.variants import analyze_coverage, analyze_transfer
+
+        run = analyze_transfer if axis == "transfer" else analyze_coverage
+        return run(experiment, tracking_uri, best, points, exp_id, out=out, metric=metric, n_boot=n_boot, seed=seed,
+                   target=target, log=log, verbose=verbose)
+    options = {"objective": objective, "holdout": holdout, "n_boot": n_boot, "seed": seed, "target": target}
+    groups, skipped = _fit_groups(_group_jobs(best, axis, metric, law, options, out / "plots"), verbose)
+    problems = [f"{row.trial_key}: {row.status}" + (f" ({row.failure_reason})" if row.failure_reason else "")
+                for row in problems_df.itertuples()]
+    flagged = [f"{p.arch} N={sci(p.n_params_target)} D={int(p.n_train)}: spread {100 * p.spread:.1f} % over {p.seeds} "
+               f"seeds" for p in points.itertuples() if p.flag_spread]
+    write_outputs(out, f"Scaling analysis of {experiment} ({metric})", groups, problems + skipped, flagged)
+    run_id = log_analysis_run(tracking_uri, exp_id, out, groups, metric,
+                              {record.AXIS: axis, **({record.SWEEP_ID: sweep} if sweep else {})}) if log else None
+    if verbose:
+        print(f"wrote {out / 'fits.json'}, {out / 'report.md'} and {len(groups)} plots"
+              + (f"; MLflow analysis run {run_id}" if run_id else ""))
+    return {"groups": [{"name": g["name"], "axis": g["axis"], **g["result"]} for g in groups],
+            "problems": problems, "flagged": flagged, "skipped": skipped, "run_id": run_id, "out": str(out)}
+
+
+def _group_jobs(best, axis: str, metric: str, law: str, options: dict, plots: Path) -> list[tuple]:
+    """One fitting job per curve: L(D) at each N (``data``), L(N) at each D (``params``), and with ``both`` also
+    the joint L(N, D) per architecture; each variant (subset, transfer source) is its own group."""
+    from analysis.fit import make_curve
+    from analysis.laws import JOINT
+    from analysis.runs import VARIANT, variant_label
+    from sweeps.spec import sci
+
+    specs = []
+    if axis in ("data", "both"):
+        for (arch, n, *v), sub in best.groupby(["arch", "n_params_target"] + VARIANT):
+            specs.append(("data", f"{arch} N={sci(n)}{variant_label(*v)}", sub, "n_train", None))
+    if axis in ("params", "both"):
+        for (arch, d, *v), sub in best.groupby(["arch", "n_train"] + VARIANT):
+            specs.append(("params", f"{arch} D={int(d)}{variant_label(*v)}", sub, "n_params", None))
+    if axis == "both":
+        for (arch, *v), sub in best.groupby(["arch"] + VARIANT):
+            specs.append(("joint", f"{arch} joint{variant_label(*v)}", sub, "n_params", "n_train"))
+    jobs = []
+    for kind, name, sub, xcol, x2col in specs:
+        curve = make_curve(sub[xcol].to_numpy(float), sub[metric].to_numpy(float),
+                           None if x2col is None else sub[x2col].to_numpy(float))
+        group_law = law if (kind == "joint") == (law in JOINT) else "auto"  # a 1-D law for 1-D groups only
+        jobs.append((kind, name, curve, group_law, options, plots, metric))
+    return jobs
+
+
+def _fit_groups(jobs: list[tuple], verbose: bool) -> tuple[list[dict], list[str]]:
+    """Fit every job (in parallel processes, one group each, where there are cores); the fitted groups and the
+    reasons of those skipped."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    cores = len(os.sched_getaffinity(0))
+    if len(jobs) > 1 and cores > 1:
+        with ProcessPoolExecutor(min(cores, len(jobs))) as pool:
+            done = list(pool.map(_analyze_group, [j + (1,) for j in jobs]))
+    else:
+        done = [_analyze_group(j + (None,)) for j in jobs]
+    groups, skipped = [], []
+    for item in done:
+        if isinstance(item, str):
+            skipped.append(item)
+            continue
+        groups.append(item)
+        if verbose:
+            print_result(item["result"], item["name"])
+    if not groups:
+        raise InputError("no group has enough distinct points to fit" + (f" ({skipped[0]})" if skipped else ""),
+                         field="axis")
+    return groups, skipped
+
+
+def _analyze_group(job) -> dict | str:
+    """Fit one group's curve and draw its plot (runs in a worker); a string says why it was skipped."""
+    from analysis.report import plot_curve, plot_grid, safe_name
+    from analysis.scaling import fit_curve
+
+    kind, name, curve, group_law, options, plots, metric, workers = job
+    try:
+        r = fit_curve(curve, group_law, workers=workers, **options)
+    except InputError as exc:
+        return f"{name}: {exc}"
+    plot = f"{kind}-{safe_name(name)}.png"
+    if kind == "joint":
+        plot_grid(name, curve, r, plots / plot)
+    else:
+        plot_curve(name, curve, r, plots / plot, "D (training structures)" if kind == "data" else "N (parameters)",
+                   metric)
+    return {"name": name, "axis": kind, "result": r, "plot": plot}
