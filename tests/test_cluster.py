@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -129,7 +130,8 @@ def test_kuberay_without_token_or_with_a_public_service_is_rejected(tmp_path, ca
         check_file(path)
 
 
-def test_server_refuses_every_interface_unless_told():
+def test_server_refuses_every_interface_unless_told(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default SQLite store's folder (runs/) is made in the working folder
     with pytest.raises(ValueError, match="every interface"):
         server_command(host="0.0.0.0")
     assert "0.0.0.0" in server_command(host="0.0.0.0", public=True)
@@ -187,6 +189,42 @@ def test_default_server_is_not_reachable_on_a_non_loopback_address(tmp_path):
 
 
 @pytest.mark.slow
+def _stop_ray(temp: Path) -> None:
+    """End the Ray processes started with ``--temp-dir temp`` (their command lines name it) and their children
+    (workers rename themselves ``ray::…``), by process id."""
+    import psutil
+
+    me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    roots = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.pid not in me and any(str(temp) in arg for arg in proc.info["cmdline"] or []):
+                roots.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    procs = {p.pid: p for root in roots for p in [root, *_children(root)]}.values()
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(procs), timeout=20)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _children(proc) -> list:
+    import psutil
+
+    try:
+        return proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
 def test_multi_node_run_with_token_auth_and_ray_job_submit(tmp_path):
     """Head + worker started with `ray start` on loopback (token auth), `matscale server` with SQLite, a tiny sweep
     submitted with `ray job submit`: trials on both nodes, every run in the server; a wrong token is refused."""
@@ -220,9 +258,13 @@ def test_multi_node_run_with_token_auth_and_ray_job_submit(tmp_path):
         bad = subprocess.run([ray, "job", "submit", "--address", address, "--", "echo", "hi"],
                              env={**env, "RAY_AUTH_TOKEN": "0" * 32}, capture_output=True, text=True, timeout=120)
         assert bad.returncode != 0 and "token" in (bad.stdout + bad.stderr).lower()
-        job = subprocess.run([ray, "job", "submit", "--address", address, "--", sys.executable,
-                              str(ROOT / "sweeps" / "run.py"), "--spec", str(spec)],
-                             env=env, capture_output=True, text=True, timeout=500)
+        for _ in range(24):  # the head's job agent starts after its dashboard; a busy machine delays it
+            job = subprocess.run([ray, "job", "submit", "--address", address, "--", sys.executable,
+                                  str(ROOT / "sweeps" / "run.py"), "--spec", str(spec)],
+                                 env=env, capture_output=True, text=True, timeout=500)
+            if "No available agent to submit job" not in job.stdout + job.stderr:
+                break
+            time.sleep(5)
         assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
         assert "succeeded" in job.stdout + job.stderr
         c = mlflow.MlflowClient(uri)
@@ -231,7 +273,7 @@ def test_multi_node_run_with_token_auth_and_ray_job_submit(tmp_path):
         assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
         assert len({r.data.tags["matscale.node_id"] for r in runs}) == 2  # both nodes ran trials
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_ray(temp)  # this cluster's processes only: `ray stop` would end every Ray on the machine
         _stop(server)
         shutil.rmtree(temp, ignore_errors=True)
 
