@@ -567,34 +567,86 @@ def _check_resources(resources: Any, path: str) -> dict | str:
     return {"cpu": cpu, "gpu": gpu}
 
 
-def estimated_cost(spec: Spec, points: list[Point]) -> list[float]:
-    """Relative cost per point: parameters × training samples × epochs × HPO trials (plus the pretraining of a
-    transfer point, which the trials of a sweep share)."""
-    pre = spec.transfer["pretrain"]["epochs"] if spec.transfer else 0
-    return [p.n_params * (p.n_train * spec.budget["epochs"] * spec.hpo["trials_per_point"] + (p.source_n or 0) * pre)
-            for p in points]
+def duration(seconds: float) -> str:
+    """``45s``, ``4m05s``, ``1h02m``, ``3d04h``."""
+    s = int(round(seconds))
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
-def plan_table(spec: Spec, points: list[Point], exact: bool) -> str:
-    """The ``--dry-run`` listing: every planned trial and its estimated cost."""
-    costs = estimated_cost(spec, points)
-    total = sum(costs) or 1.0
-    lines = [f"sweep {spec.experiment}  spec {spec.hash}  {len(points)} points × "
-             f"{spec.hpo['trials_per_point']} trials = {len(points) * spec.hpo['trials_per_point']} trials"
-             + ("" if exact else "  (n_train estimated: the store is not built yet)"),
-             f"{'trial':<34} {'arch':<12} {'n_params':>9} {'n_train':>8} {'seed':>5} {'cost':>10} {'share':>6}"
-             + (f" {'source_n':>8}" if spec.transfer else "")
+def makespan(seconds: list[float], slots: int) -> float:
+    """Wall time of jobs started in this order on ``slots`` workers, each on the first one free."""
+    import heapq
+
+    free = [0.0] * max(1, slots)
+    for s in seconds:
+        heapq.heappush(free, heapq.heappop(free) + s)
+    return max(free)
+
+
+def _hours(x: float) -> str:
+    return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
+
+
+def plan_table(spec: Spec, points: list[Point], exact: bool, times=None) -> str:
+    """The ``--dry-run`` listing: every planned trial with its estimated time, where the times come from and the
+    sweep's total (CPU- or GPU-hours, and the wall time on this machine). ``times``: a
+    :class:`sweeps.estimate.Times` (without one every time is ``?``); a transfer trial's time includes the
+    pretraining it runs (column ``pretrain``: its share, or ``cached`` / ``reused`` where it runs none)."""
+    tpp, transfer = spec.hpo["trials_per_point"], spec.transfer is not None
+    trials = []  # (point, HPO index, seconds or None, pretrain column)
+    for i, p in enumerate(points):
+        for t in range(tpp):
+            s = None if times is None else times.trial_s[i]
+            pre, note = (0.0, "") if times is None else (times.pretrain_s[i], times.pretrain_note[i])
+            if not p.source_n:
+                column = "-"
+            elif t > 0:
+                pre, column = 0.0, "reused"
+            else:
+                column = note if note in ("cached", "reused") else "?" if pre is None else duration(pre)
+            trials.append((p, t, None if s is None or pre is None else s + pre, column))
+    known = [s for *_, s, _ in trials if s is not None]
+    total = sum(known)
+    lines = [f"sweep {spec.experiment}  spec {spec.hash}  {len(points)} points × {tpp} trials = {len(trials)} trials"
+             + ("" if exact or all("n_train" in b for b in spec.axes) else
+                "  (n_train estimated: the store is not built yet)"),
+             f"{'trial':<34} {'arch':<12} {'n_params':>9} {'n_train':>8} {'seed':>5} {'time':>8} {'share':>6}"
+             + (f" {'source_n':>8} {'pretrain':>8}" if transfer else "")
              + (" subset" if any(p.subset != "random" for p in points) else "")]
-    for p, c in zip(points, costs):
+    for p, t, s, column in trials:
         n_train = str(p.n_train) if p.n_train else f"{p.fraction:g}·n"
-        cost = f"{c / spec.hpo['trials_per_point']:.3g}" if p.n_train else "?"
-        share = f"{100 * c / total / spec.hpo['trials_per_point']:.1f}%" if p.n_train else "?"
-        for t in range(spec.hpo["trials_per_point"]):
-            lines.append(f"{trial_key(p.key, t):<34} {p.arch:<12} {sci(p.n_params):>9} {n_train:>8} {p.seed:>5} "
-                         f"{cost:>10} {share:>6}" + (f" {p.source_n:>8}" if spec.transfer else "")
-                         + (f" {p.subset}" if p.subset != "random" else ""))
+        share = f"{100 * s / total:.1f}%" if s is not None and total > 0 else "?"
+        lines.append(f"{trial_key(p.key, t):<34} {p.arch:<12} {sci(p.n_params):>9} {n_train:>8} {p.seed:>5} "
+                     f"{duration(s) if s is not None else '?':>8} {share:>6}"
+                     + (f" {p.source_n:>8} {column:>8}" if transfer else "")
+                     + (f" {p.subset}" if p.subset != "random" else ""))
     if not exact and any(not p.n_train for p in points):
         lines.append("n: the training split of the data, known once the store is built (any run builds it)")
-    else:
-        lines.append(f"total cost {total:.3g} parameter·sample·epochs")
+    lines += times.notes if times is not None else ["times not estimated"]
+    stop, patience = spec.hpo["early_stopping"]["type"], spec.budget.get("patience")
+    early = ([stop] if stop != "none" else []) + ([f"patience {patience}"] if patience is not None else [])
+    pre = f" + {spec.transfer['pretrain']['epochs']} pretraining epochs" if transfer else ""
+    lines.append(f"every trial at its full budget ({spec.budget['epochs']} epochs{pre})"
+                 + (f"; early stopping ({', '.join(early)}) ends many sooner, so these are upper bounds" if early
+                    else ""))
+    if not known:
+        lines.append("total cost not estimated")
+        return "\n".join(lines)
+    cpu, gpu = (times.resources["cpu"], times.resources["gpu"])
+    hours = total / 3600
+    cost = f"{_hours(hours * gpu)} GPU-hours ({_hours(hours * cpu)} CPU-hours)" if gpu else \
+        f"{_hours(hours * cpu)} CPU-hours"
+    missing = len(trials) - len(known)
+    line = (f"total cost {cost}: {duration(total)} of trial time over {len(known)} trials ({cpu:g} CPU"
+            + (f" + {gpu:g} GPU" if gpu else "") + " each)"
+            + (f"; {missing} trials not estimated and not included" if missing else ""))
+    if times.slots:
+        wall = makespan([s for *_, s, _ in trials if s is not None], times.slots)
+        line += (f"; about {duration(wall)} on this machine ({times.machine}: {times.slots} trial"
+                 f"{'s' if times.slots != 1 else ''} at once)")
+    lines.append(line)
     return "\n".join(lines)

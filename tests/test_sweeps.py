@@ -106,7 +106,8 @@ def test_dry_run_lists_every_trial_and_cost(tmp_path, data_dir):
                          text=True, check=True)
     lines = [line for line in res.stdout.splitlines() if line.startswith(("cgc-", "transformer-"))]
     assert len(lines) == 2 * 2 * 2  # archs × data sizes × trials
-    assert "total cost" in res.stdout and not (tmp_path / "mlflow.db").exists()
+    assert all(line.split()[5] != "?" for line in lines)  # every trial timed (tests/test_estimate.py: the details)
+    assert "total cost" in res.stdout and "CPU-hours" in res.stdout and not (tmp_path / "mlflow.db").exists()
 
 
 def test_tiny_sweep_tracks_every_trial_and_never_duplicates(tmp_path, data_dir, local_ray):
