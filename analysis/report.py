@@ -111,14 +111,23 @@ def fmt(v) -> str:
 
 
 def markdown(title: str, groups: list[dict], problems: list[dict], flagged: list[dict]) -> str:
-    """The human-readable report: every candidate per group, the winner with CIs, and the answers."""
+    """The human-readable report: every candidate per group (one the points do not determine as "not enough
+    points for this law"), the model choice in ``refine``'s words, the winner with CIs, and the answers."""
+    from analysis.scaling import break_line, not_enough_text, saturation_text
+
     lines = [f"# {title}", "", f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}.", ""]
     for g in groups:
         r = g["result"]
+        choice = f" {r['choice']['verdict'].capitalize()}: {r['choice']['summary']}." if r.get("choice") else ""
         lines += [f"## {g['name']}", "", f"{r['n_points']} points from {r['n_runs']} runs; objective "
                   f"{r['objective']}; {r['n_boot']} bootstrap resamples; winner by AICc: **{r['law']}** "
-                  f"(`{r['formula']}`).", "", "| law | AICc | RMSLE (held out) | parameters |", "|---|---|---|---|"]
+                  f"(`{r['formula']}`).{choice}", "", "| law | AICc | RMSLE (held out) | parameters |",
+                  "|---|---|---|---|"]
         for c in r["candidates"]:
+            missing = not_enough_text(c)
+            if missing:
+                lines.append(f"| {c['law']} | – | – | {missing} |")
+                continue
             ps = ", ".join(f"{k}={fmt(v)}" for k, v in c["params"].items())
             lines.append(f"| {c['law']} | {fmt(c['aicc'])} | {fmt(c['rmsle_holdout'])} | {ps} |")
         lines += ["", "| parameter | value | std. error | 95% CI |", "|---|---|---|---|"]
@@ -127,14 +136,11 @@ def markdown(title: str, groups: list[dict], problems: list[dict], flagged: list
             lines.append(f"| {k} | {fmt(v)} | {fmt(r['stderr'].get(k))} | [{fmt(ci[0])}, {fmt(ci[1])}] |")
         lines.append("")
         for bp in r.get("breakpoints", []):
-            lines.append(f"- Break at x = {fmt(bp['x'])} (95% CI [{fmt(bp['ci'][0])}, {fmt(bp['ci'][1])}]).")
+            text = break_line(bp)
+            lines.append(f"- {text[0].upper()}{text[1:]}.")
         sat = r.get("saturation")
         if sat:
-            xf, xs = sat["x_floor"], sat["x_slope"]
-            lines.append(f"- Saturation: L − L_inf ≤ {sat['frac']:.0%} of L_inf from x = {fmt(xf['value'])} "
-                         f"(CI [{fmt(xf['ci'][0])}, {fmt(xf['ci'][1])}]); local slope < {sat['slope_min']} from "
-                         f"x = {fmt(xs['value'])} (CI [{fmt(xs['ci'][0])}, {fmt(xs['ci'][1])}]); slope at the "
-                         f"largest x: {fmt(sat['slope_at_max_x']['value'])}.")
+            lines.append(f"- Saturation: {saturation_text(sat, fmt)}.")
         if r.get("doubling"):
             dbl = r["doubling"]
             lines.append(f"- Doubling x from {fmt(dbl['x'])} lowers the loss by {fmt(100 * dbl['value'])} % "
@@ -173,6 +179,87 @@ def write_files(out: Path, files: dict[str, str]) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, out / name)
+
+
+def report_html(md: str, folder: Path) -> str:
+    """``report.md`` (the markdown that :func:`markdown` and the variant reports write) as one self-contained HTML
+    page for MLflow's artifact viewer, which renders HTML and images but shows markdown as raw text: headings,
+    paragraphs, lists, tables, ``**bold**`` and ``code``, and each ``![alt](plots/…png)`` as the image itself,
+    embedded (``folder`` is where the links point from), so the page needs no other artifact."""
+    import base64
+    import html
+
+    def inline(text: str) -> str:
+        text = html.escape(text, quote=False)
+        text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+        return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+
+    def image(alt: str, src: str) -> str:
+        path = (folder / src).resolve()
+        if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".gif", ".svg") or not path.is_file():
+            return f"<p>[{html.escape(alt)}: {html.escape(src)} missing]</p>"
+        mime = {"jpg": "jpeg", "svg": "svg+xml"}.get(path.suffix[1:].lower(), path.suffix[1:].lower())
+        data = base64.b64encode(path.read_bytes()).decode()
+        return (f'<figure><img src="data:image/{mime};base64,{data}" alt="{html.escape(alt)}">'
+                f"<figcaption>{html.escape(alt)} (<code>{html.escape(src)}</code>)</figcaption></figure>")
+
+    def row(line: str, cell: str) -> str:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        return "<tr>" + "".join(f"<{cell}>{inline(c)}</{cell}>" for c in cells) + "</tr>"
+
+    body, title, lines, i = [], "report", md.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        heading = re.match(r"(#{1,6})\s+(.*)", line)
+        picture = re.fullmatch(r"\s*!\[([^\]]*)\]\(([^)\s]+)\)\s*", line)
+        if not line.strip():
+            i += 1
+        elif heading:
+            level = len(heading.group(1))
+            title = heading.group(2) if level == 1 and title == "report" else title
+            body.append(f"<h{level}>{inline(heading.group(2))}</h{level}>")
+            i += 1
+        elif picture:
+            body.append(image(*picture.groups()))
+            i += 1
+        elif line.lstrip().startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                block.append(lines[i])
+                i += 1
+            rule = len(block) > 1 and re.fullmatch(r"[\s|:-]+", block[1])
+            head, rest = (block[:1], block[2:]) if rule else ([], block)
+            body.append("<table>" + "".join(row(r, "th") for r in head) + "".join(row(r, "td") for r in rest)
+                        + "</table>")
+        elif re.match(r"\s*[-*] ", line):
+            items = []
+            while i < len(lines) and re.match(r"\s*[-*] ", lines[i]):
+                items.append(f"<li>{inline(lines[i].lstrip()[2:])}</li>")
+                i += 1
+            body.append("<ul>" + "".join(items) + "</ul>")
+        else:
+            para = []
+            while i < len(lines) and lines[i].strip() and not re.match(r"#|\s*[-*] |\s*\||\s*!\[", lines[i]):
+                para.append(lines[i].strip())
+                i += 1
+            body.append(f"<p>{inline(' '.join(para))}</p>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:1.5rem auto;padding:0 1rem;color:#1f272d;"
+             "line-height:1.45}table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}th,td{border:1px solid "
+             "#ccd;padding:.25rem .55rem;text-align:left}th{background:#f1f3f6}code{background:#f1f3f6;padding:0 "
+             ".2rem;border-radius:3px}figure{margin:1rem 0}img{max-width:100%;height:auto}figcaption{font-size:.85rem;"
+             "color:#5f6b76}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}")
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def analysis_note(groups: list[dict], metric: str) -> str:
+    """An analysis run's description in the MLflow UI (markdown): the winning law of every group, and where the
+    report and the plots are."""
+    winners = [f"- {g['name']}: **{g['result'].get('law', '?')}**" for g in groups[:20]]
+    more = [f"- … and {len(groups) - 20} more"] if len(groups) > 20 else []
+    return "\n".join([f"Scaling laws of `{metric}` fitted to this experiment's trials; winner by AICc per curve:", "",
+                      *winners, *more, "", "Open `report.html` under *Artifacts* for the tables, CIs and plots "
+                      "(`plots/` holds the PNGs, `fits.json` every number)."])
 
 
 def log_analysis_run(tracking_uri: str, experiment_id: str, out: Path, groups: list[dict], metric: str,
@@ -230,7 +317,13 @@ def _log_analysis_run(c, experiment_id: str, out: Path, groups: list[dict], metr
             if bp["x"] is not None:
                 metrics[f"{key}/break{i + 1}"] = bp["x"]
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
-    tracking.log_batch(c, run.info.run_id, metrics=metrics, params=params)
+    tracking.log_batch(c, run.info.run_id, metrics=metrics, params=params,
+                       tags={record.NOTE: analysis_note(groups, metric)})
     c.log_artifacts(run.info.run_id, str(out))
+    if (out / "report.md").is_file():  # the artifact viewer renders HTML (plots embedded), not markdown
+        with tempfile.TemporaryDirectory() as d:
+            page = Path(d) / "report.html"
+            page.write_text(report_html((out / "report.md").read_text(), out))
+            c.log_artifact(run.info.run_id, str(page))
     c.set_terminated(run.info.run_id, record.FINISHED)
     return run.info.run_id

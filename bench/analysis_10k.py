@@ -27,7 +27,7 @@ def fill(uri: str, runs: int) -> None:
     from sweeps import tracking
 
     c = tracking.client(uri)
-    exp = c.create_experiment("bench-10k")
+    exp = tracking.experiment_id(c, "bench-10k")  # artifacts beside the store, not in ./mlruns
     rng = np.random.default_rng(0)
     grid = [(a, n, d, s, t) for a in ("cgc", "transformer") for n in np.logspace(4, 6, 5)
             for d in np.logspace(3, 5, 10).round().astype(int) for s in range(5) for t in range(20)][:runs]

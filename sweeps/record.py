@@ -43,6 +43,14 @@ PARENT_SWEEP = TAG + "parent_sweep"  #: the grid sweep a refine sweep refines
 AXIS = TAG + "axis"  #: the axis an analysis run fitted
 COVERAGE_FLAGS = TAG + "coverage_flags"
 
+# MLflow's own tags that matscale sets for the MLflow UI
+EXPERIMENT_KIND = "mlflow.experimentKind"  #: experiment tag: the experiment's type in the UI (GenAI or model training)
+EXPERIMENT_KIND_TRAINING = "custom_model_development"  #: "Model training": runs, not GenAI traces
+NOTE = "mlflow.note.content"  #: an experiment's or run's description (markdown) in the UI
+SAVED_VIEW = "mlflow.sharedViewState."  #: experiment tag prefix of a runs-table view (the UI's *Views* menu)
+TRIALS_VIEW = "matscale-trials"  #: matscale's view: trial runs sorted by val_loss, the axes as columns (its key)
+TRIALS_VIEW_NAME = "matscale trials"  #: the name of that view in the Views menu
+
 KIND_SWEEP, KIND_TRIAL, KIND_ANALYSIS, KIND_SUPERSEDED = "sweep", "trial", "analysis", "superseded"
 STAGE_GRID, STAGE_REFINE, STAGE_ANALYSIS = "grid", "refine", "analysis"
 
@@ -55,6 +63,7 @@ AXIS_METRICS = ("n_params_target", "n_train", "seed", "trial_index", "fraction",
 EPOCH, PRETRAIN_EPOCH = "epoch/", "pretrain/epoch/"  #: prefixes of per-epoch metrics (step = epoch)
 HISTORY_PREFIXES = (EPOCH, PRETRAIN_EPOCH)  #: a run holding any of these has trained
 VAL_LOSS = "val_loss"  #: the final validation loss (best epoch), what the analysis fits by default
+TRIALS_VIEW_METRICS = (VAL_LOSS, "n_params", "n_train", "seed", "epochs")  #: the columns of :data:`TRIALS_VIEW`
 
 # --- MLflow run statuses ----------------------------------------------------------------------------------------
 FINISHED, RUNNING, FAILED, KILLED, SCHEDULED = "FINISHED", "RUNNING", "FAILED", "KILLED", "SCHEDULED"

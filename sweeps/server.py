@@ -1,6 +1,6 @@
 """``matscale server``: the MLflow tracking server, bound to 127.0.0.1 unless told otherwise.
 
-    matscale server                                   # SQLite runs/mlflow.db, artifacts in runs/mlartifacts
+    matscale server                                   # SQLite runs/mlflow.db, artifacts in runs/mlartifacts beside it
     matscale server --host 10.0.1.12 --public --auth --artifacts-destination s3://bucket/mlflow   # a cluster head
 
 The backend store is ``--backend-store-uri`` or ``$MLFLOW_BACKEND_STORE_URI`` (use the variable for a
@@ -55,7 +55,9 @@ def server_command(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, backend_s
     backend = backend_store_uri or from_env or tracking.DEFAULT_URI
     if backend.startswith("sqlite:///"):
         Path(backend[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    artifacts = artifacts_destination or "runs/mlartifacts"
+    local = backend.startswith("sqlite:///")  # artifacts beside the store, as for sweeps (tracking.py)
+    artifacts = artifacts_destination or (str(Path(backend[len("sqlite:///"):]).resolve().parent / "mlartifacts")
+                                          if local else "mlartifacts")
     exe = shutil.which("mlflow", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     cmd = [exe or "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
            "--serve-artifacts", "--artifacts-destination", artifacts]

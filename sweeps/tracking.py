@@ -218,17 +218,94 @@ def check_reachable(uri: str, field: str = "tracking_uri", file: str | None = No
                          "refuses the file store)", file=file, field=field)
 
 
-def experiment_id(c, name: str, artifact_location: str | None = None) -> str:
-    """Id of experiment ``name``, created on first use (on the driver)."""
+ARTIFACTS_DIR = "mlartifacts"  #: beside a local SQLite store: DIR/mlartifacts/<experiment>/<run id>/artifacts
+
+
+def default_artifact_location(uri: str | None, name: str) -> str | None:
+    """Where a new experiment ``name`` of the store ``uri`` keeps its artifacts: for a local SQLite store
+    ``DIR/mlflow.db``, ``file://DIR/mlartifacts/<name>`` beside it (MLflow's own default, ``./mlruns``, is under
+    whatever folder the creating process ran in); None for anything else (a tracking server decides: run it with
+    ``--serve-artifacts``). A name unsafe in a path gets a hash suffix, so two names never share a folder."""
+    import hashlib
+
+    if not uri or not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):].split("?", 1)[0]).resolve()
+    folder = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip(".") or "experiment"
+    if folder != name:
+        folder += "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return (db.parent / ARTIFACTS_DIR / folder).as_uri()
+
+
+def experiment_id(c, name: str, artifact_location: str | None = None, tags: dict | None = None,
+                  defaults: dict | None = None) -> str:
+    """Id of experiment ``name``, created on first use (on the driver), with experiment ``tags``.
+
+    A new experiment of a local SQLite store keeps its artifacts beside the store
+    (:func:`default_artifact_location` of the client's URI) unless ``artifact_location`` is given. On a new and on a
+    reused experiment alike, each of ``tags`` is set when its value differs and each of ``defaults`` when it is
+    absent (a user may have changed it since): idempotent, a second call writes nothing.
+    """
     exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            c.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    try:
-        return c.create_experiment(name, artifact_location=artifact_location)
-    except Exception:  # created concurrently by another driver
-        return c.get_experiment_by_name(name).experiment_id
+    if exp is None:
+        location = artifact_location or default_artifact_location(getattr(c, "tracking_uri", None), name)
+        try:
+            exp = c.get_experiment(c.create_experiment(name, artifact_location=location))
+        except Exception:
+            exp = c.get_experiment_by_name(name)  # created concurrently by another driver
+            if exp is None:
+                raise
+    elif exp.lifecycle_stage == "deleted":
+        c.restore_experiment(exp.experiment_id)
+    writes = {k: str(v) for k, v in (tags or {}).items() if exp.tags.get(k) != str(v)}
+    writes.update({k: str(v) for k, v in (defaults or {}).items() if k not in exp.tags and k not in writes})
+    for key, value in writes.items():
+        c.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
+def runs_view(name: str, search_filter: str, metrics: tuple[str, ...] | list[str], order_by: str) -> str:
+    """A runs-table view for the MLflow UI, the value of experiment tag ``mlflow.sharedViewState.KEY``: listed
+    under *Views* as ``name`` and opened by ``…/#/experiments/ID/runs?viewStateShareKey=KEY``; it shows the runs
+    matching ``search_filter`` (flat, not nested under their parents), sorted by metric ``order_by`` ascending,
+    with ``metrics`` as the first columns. This is the format the UI writes when a view is saved (MLflow 3; the
+    state may be plain JSON); anything it does not name keeps the UI's default."""
+    import json
+
+    columns = [f"metrics.`{m}`" for m in metrics]
+    state = {"searchFilter": search_filter, "orderByKey": f"metrics.`{order_by}`", "orderByAsc": True,
+             "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
+             "selectedColumns": columns, "columnOrder": columns, "runsHiddenMode": "SHOW_ALL"}
+    now = int(time.time() * 1000)
+    return json.dumps({"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)})
+
+
+def experiment_note(description: str, metric: str = "val_loss", view: str = "matscale trials") -> str:
+    """An experiment's description for the MLflow UI (markdown): the spec's ``description``, then how to read its
+    runs (``metric``: the final validation loss's name; ``view``: the name of the :func:`runs_view`)."""
+    how = (f"**How to read it.** In *Model training* mode (top left; a URL with `?workflowType=machine_learning`), "
+           f"**Views** ▸ *{view}* lists every trial with its `{metric}` and its axes (`n_params`, `n_train`, "
+           f"`seed`) as columns. Otherwise: one `grid-…` (or `refine-…`) run per `matscale sweep`, its trials "
+           f"nested under it (expand it), named `ARCH-N<parameters>-D<training structures>-s<seed>-t<HPO trial>`; a "
+           f"finished trial's *Description* gives its `{metric}`; **Columns** ▸ Metrics adds any metric. Each "
+           f"`analysis-…` run holds the fitted scaling laws: open `report.html` under *Artifacts*.")
+    text = redact_uri(description.strip()) if description and description.strip() else ""
+    return f"{text}\n\n{how}" if text else how
+
+
+def trial_note(metrics: dict, metric: str = "val_loss") -> str:
+    """A finished trial's description for the MLflow UI, one line (the runs table's *Description* column):
+    ``val_loss 0.4321 · N 10,104 params · D 300 · seed 0 · 12 epochs``."""
+    def num(key: str, fmt: str) -> str:
+        v = metrics.get(key)
+        return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
+
+    parts = [f"{metric} {num(metric, '.4g')}", f"N {num('n_params', ',.0f')} params", f"D {num('n_train', ',.0f')}"]
+    if "seed" in metrics:
+        parts.append(f"seed {num('seed', '.0f')}")
+    if "epochs" in metrics:
+        parts.append(f"{num('epochs', '.0f')} epochs")
+    return " · ".join(parts)
 
 
 def search_all(c, experiment_ids: list[str], filter_string: str = "", run_view: str = "ACTIVE_ONLY") -> list:

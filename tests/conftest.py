@@ -16,6 +16,20 @@ def shared_data_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
+#: what MLflow or matscale would leave in the working folder when a test forgets to use a temporary one
+STRAY = ("mlruns", "mlartifacts", "mlflow.db", "runs", "runs/mlflow.db", "analysis-out", "ray_results")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_stays_clean():
+    """Tests write only to temporary folders: a session that adds MLflow's default artifact folder (./mlruns), a
+    default store or an output folder to the checkout fails at its end, naming it."""
+    before = {name for name in STRAY if (ROOT / name).exists()}
+    yield
+    added = [name for name in STRAY if name not in before and (ROOT / name).exists()]
+    assert not added, f"the tests wrote {', '.join(added)} into the checkout {ROOT}: use tmp_path"
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()
