@@ -7,9 +7,12 @@
   with δ = 1e-3 (Hoffmann et al. 2022; Besiroglu et al. 2024).
 * Many starts (the product of each parameter's start values), screened by their objective; the best
   dozen are optimised with scipy's trust-region least squares within bounds; the best objective wins.
-* Model choice: AICc = n·ln(RSS/n) + 2k + (2k² + 2k)/(n − k − 1) with RSS the unweighted residuals of the
-  means after the fit (as in the dielectric paper), plus the extrapolation error RMSLE on the K largest x when
-  they are held out of the fit.
+* Model choice (:func:`choose_law`, the one rule that ``analyze`` and ``refine`` share): the lowest
+  AICc = n·ln(RSS/n) + 2k + (2k² + 2k)/(n − k − 1), with RSS the unweighted residuals of the means after the fit
+  (as in the dielectric paper), among the laws the points determine (finite AICc, no parameter pinned at the
+  edge of its search range); an exact tie goes to the law listed first (the simpler one). Whether the winner has
+  a break is ambiguous when the best law on the other side of that question is within ``AMBIGUITY`` AICc.
+  Plus the extrapolation error RMSLE on the K largest x when they are held out of the fit.
 * Uncertainty: standard errors from the Jacobian's covariance (delta method for log-fitted parameters) and
   percentile confidence intervals from a seeded bootstrap over runs (seeds resampled within each point, their
   spread inflated by √(r/(r−1)) so a point's mean varies as much as a fresh set of r seeds would; points
@@ -101,9 +104,15 @@ class Fit:
     aicc: float
     cost: float
     n: int
+    at_bound: tuple[str, ...] = ()  #: parameters pinned at the edge of their search range
 
     def predict(self, x) -> np.ndarray:
         return self.law.predict(x, self.params)
+
+    @property
+    def not_enough(self) -> str | None:
+        """Why the points do not determine this law (None when they do): see :func:`undetermined`."""
+        return undetermined(self.law, self.n, self.aicc, self.at_bound)
 
 
 def aicc(rss: float, n: int, k: int) -> float:
@@ -191,7 +200,132 @@ def _make_fit(law: Law, curve: Curve, r, objective: str) -> Fit:
         pred = law.predict(curve.xs(), params)
     rss = float(np.sum((pred - curve.y) ** 2))
     return Fit(law, r.x.copy(), params, _stderr(law, r, curve.n), rss, aicc(rss, curve.n, law.k), float(r.cost),
-               curve.n)
+               curve.n, at_bounds(law, r.x))
+
+
+def at_bounds(law: Law, theta: np.ndarray, tol: float = 1e-6) -> tuple[str, ...]:
+    """Parameters (fitted space ``theta``) at a finite bound of their search range. A bound of exactly 0 is
+    not counted: a floor or an exponent at 0 is the law reducing to a simpler one, a legitimate fit."""
+    out = []
+    for p, t in zip(law.params, theta):
+        for b in (p.lower, p.upper):
+            if np.isfinite(b) and b != 0.0 and abs(t - b) <= tol * max(1.0, abs(b)):
+                out.append(p.name)
+                break
+    return tuple(out)
+
+
+def undetermined(law: Law, n: int, aicc_value, at_bound=()) -> str | None:
+    """Why ``n`` points do not determine a fit of ``law`` (its AICc is not finite, or a parameter sits at the
+    edge of its search range), as a short clause; None when they do."""
+    if aicc_value is None or not np.isfinite(aicc_value):
+        if n < law.k + 2:
+            return f"{law.k} parameters: AICc needs ≥ {law.k + 2} points, there are {n}"
+        return "AICc is undefined (a perfect fit)"
+    if at_bound:
+        return f"{', '.join(at_bound)} at the edge of the search range"
+    return None
+
+
+AMBIGUITY = 2.0  #: AICc difference within which "break or no break" is called ambiguous
+
+
+def has_break(name: str) -> bool:
+    """Whether the law ``name`` has a break (broken, broken_amp, bnsl:K, kaplan_broken)."""
+    return name in ("broken", "broken_amp", "kaplan_broken") or name.startswith("bnsl")
+
+
+@dataclass
+class Choice:
+    """The model choice of one curve (:func:`choose_law`)."""
+
+    law: str  #: the winner
+    aicc: dict  #: AICc of every candidate (inf where not finite)
+    not_enough: dict  #: law → why the points do not determine it (excluded from the choice)
+    rival: str | None = None  #: the best determined law on the other side of "break or no break"
+    delta: float | None = None  #: rival's AICc − the winner's (≥ 0)
+    ambiguity: float = AMBIGUITY
+    determined: bool = True  #: False when no candidate is determined and the winner is a fallback
+
+    @property
+    def has_break(self) -> bool:
+        return has_break(self.law)
+
+    @property
+    def ambiguous(self) -> bool:
+        """The rival is within ``ambiguity`` AICc: the data do not decide between break and no break."""
+        return self.delta is not None and self.delta <= self.ambiguity
+
+    @property
+    def verdict(self) -> str:
+        return "break" if self.has_break else "no break"
+
+    def summary(self) -> str:
+        """One line: e.g. ``power preferred by AICc (ΔAICc 17.46 over broken)``."""
+        if not self.determined:
+            return f"{self.law}: no candidate is determined by these points"
+        if self.rival is None:
+            side = "without" if self.has_break else "with"
+            return f"{self.law} preferred by AICc (no determined law {side} a break to compare)"
+        if self.ambiguous:
+            return f"{self.law} preferred by AICc, but {self.rival} is within {self.ambiguity:g} (ΔAICc " \
+                   f"{self.delta:.2f}): ambiguous"
+        return f"{self.law} preferred by AICc (ΔAICc {self.delta:.2f} over {self.rival})"
+
+    def as_dict(self) -> dict:
+        return {"law": self.law, "verdict": self.verdict, "rival": self.rival, "delta_aicc": self.delta,
+                "ambiguous": self.ambiguous, "not_enough": dict(self.not_enough), "summary": self.summary()}
+
+
+def choose_law(aiccs: dict, not_enough: dict | None = None, ambiguity: float = AMBIGUITY) -> Choice:
+    """The one model-choice rule: the lowest AICc among the determined candidates (``aiccs`` in candidate order;
+    an exact tie goes to the first), and the best determined law on the other side of "break or no break" with
+    its AICc gap. ``not_enough`` maps a candidate to why the points do not determine it; candidates with a
+    non-finite AICc count as not determined too. Without any determined candidate the lowest finite AICc (or the
+    first candidate) is a fallback, flagged ``determined=False``."""
+    if not aiccs:
+        raise InputError("no candidate law to choose from", field="law")
+    vals = {n: float(v) if isinstance(v, (int, float)) and v is not None else float("inf") for n, v in aiccs.items()}
+    skip = dict(not_enough or {})
+    ok = {n: v for n, v in vals.items() if np.isfinite(v) and n not in skip}
+    determined = bool(ok)
+    pool = ok or {n: v for n, v in vals.items() if np.isfinite(v)} or {next(iter(vals)): 0.0}
+    winner = min(pool, key=lambda n: pool[n])  # min keeps the first of equal values: ties go to the simpler law
+    others = {n: v for n, v in ok.items() if has_break(n) != has_break(winner)}
+    rival = min(others, key=lambda n: others[n]) if others and determined else None
+    delta = float(others[rival] - vals[winner]) if rival is not None else None
+    return Choice(winner, vals, skip, rival, delta, ambiguity, determined)
+
+
+def choice_bootstrap(curve: Curve, laws: list[Law], draws: list[np.ndarray], n_boot: int, seed: int) -> np.ndarray:
+    """For every bootstrap resample, the index (into ``laws``) of its own AICc winner among ``laws``, whose
+    ``[n_boot, k]`` natural-parameter ``draws`` come from :func:`bootstrap` with the same ``n_boot`` and ``seed``
+    (so they were refitted on these very resamples); −1 where no law refitted."""
+    _, y, _ = resample_many(curve, np.random.default_rng(seed), n_boot)  # the resamples bootstrap() draws
+    scores = []
+    for law, d in zip(laws, draws):
+        with np.errstate(all="ignore"):
+            pred = law.predict(curve.x[None, :], {k: d[:, [j]] for j, k in enumerate(law.names)})
+            rss = np.sum((pred - y) ** 2, axis=1)
+        scores.append(np.array([aicc(r, curve.n, law.k) if np.isfinite(r) else np.inf for r in rss]))
+    scores = np.stack(scores)
+    pick = np.argmin(scores, axis=0)
+    return np.where(np.isfinite(scores[pick, np.arange(n_boot)]), pick, -1)
+
+
+def break_interval(curve: Curve, laws: list[Law], draws: list[np.ndarray], n_boot: int, seed: int,
+                   level: float = 0.95) -> tuple[np.ndarray, tuple[float, float], float]:
+    """The break's bootstrap interval, including the choice between the broken ``laws`` (Buckland et al. 1997):
+    each resample keeps the x_c of its own AICc winner (:func:`choice_bootstrap`), so a CI cannot be narrow only
+    because a small sample made AICc prefer one form. ``(log10 x_c samples, CI in x, half-width in decades)``;
+    with one law it is that law's percentile interval (resamples where its AICc is undefined dropped).
+    ``analyze`` and ``refine`` both report this one."""
+    pick = choice_bootstrap(curve, laws, draws, n_boot, seed)
+    with np.errstate(all="ignore"):
+        logs = np.stack([np.log10(d[:, law.names.index("x_c")]) for law, d in zip(laws, draws)])
+    chosen = np.where(pick >= 0, logs[np.maximum(pick, 0), np.arange(n_boot)], np.nan)
+    lo, hi = percentile_ci(chosen, level)
+    return chosen, (float(10**lo), float(10**hi)), float((hi - lo) / 2)
 
 
 def _stderr(law: Law, r, n: int) -> dict[str, float]:

@@ -1,18 +1,25 @@
-"""Where to measure next: new axis values that shrink the uncertainty of a break (or decide between laws).
+"""Where to measure next: new axis values that shrink the uncertainty of a break (or decide whether there is one).
 
-``propose(curve, k, bounds)`` is a pure function from data to new points, usable without any training:
+``propose(curve, k, bounds)`` is a pure function from data to new points, usable without any training. It fits
+the candidate laws exactly as ``matscale analyze`` does (:func:`analysis.scaling.fit_candidates`) and follows the
+same model choice (:func:`analysis.fit.choose_law`), so both tell one story:
 
-* clear break (a broken law wins by more than ``ambiguity`` AICc): the k new x that most reduce the expected
-  variance of log10 x_c (a sequential c-optimal design, linearised at bootstrap draws of the fit, so an
-  uncertain break spreads the points over where it may be). For these laws the optimum is two clusters
-  about half a decade either side of the break plus a few points at the ends of the range, which pin the
-  slopes;
-* ambiguous (a broken and an unbroken law within ``ambiguity`` AICc, or an unbroken law wins): the k new x
-  are where the best broken and the best unbroken law disagree most, so the next round decides between them.
+* the AICc winner has a break, clearly (the best law without one is more than ``ambiguity`` AICc worse): the
+  break and its CI are analyze's (:func:`analysis.scaling.break_estimate`, the same resamples), and the k new x
+  are those that most reduce the expected variance of log10 x_c (a sequential c-optimal design, linearised at
+  bootstrap draws of the fit, so an uncertain break spreads the points over where it may be). For these laws
+  the optimum is two clusters about half a decade either side of the break plus a few points at the ends of
+  the range, which pin the slopes;
+* the winner has no break, clearly: no break is claimed and nothing is proposed — unless a broken law is
+  assumed (``law="broken"`` or ``"broken_amp"``, or ``test=True``): then the k new x are where that law and
+  the winner disagree most, to test for a break;
+* ambiguous (the best law on the other side of "break or no break" within ``ambiguity`` AICc): the k new x are
+  where the winner and that rival disagree most, so the next round decides between them; a break is reported
+  only when the winner has one.
 
 New x avoid the measured ones (≥ ``min_gap`` decades apart) and stay inside ``bounds``. The predicted CI is
 estimated by simulating the proposal: the current fit's values at the new x with the data's relative seed
-noise, refitted and bootstrapped.
+noise, refitted and bootstrapped like the current interval.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.fit import Curve, aicc, batch_natural, bootstrap, fit_law, make_curve, percentile_ci, resample_many
-from analysis.laws import make_law
+from analysis.fit import AMBIGUITY, Curve, batch_natural, make_curve
+from analysis.laws import ONE_D
+from analysis.scaling import break_estimate, break_text, fit_candidates
 from gnn.errors import InputError
 
 BROKEN = ("broken", "broken_amp")
@@ -33,27 +41,25 @@ UNBROKEN = ("power", "floor")
 class Proposal:
     points: list[float]
     reason: str
-    law: str
+    law: str | None  #: the law whose break is reported (None: no break is claimed)
     break_x: float | None = None
     break_ci: tuple[float, float] | None = None
     half_width: float | None = None  #: current CI half-width of log10 x_c (decades)
     predicted_half_width: float | None = None
     aicc: dict = field(default_factory=dict)
+    verdict: str = "no break"  #: the AICc verdict of :func:`analysis.fit.choose_law`: "break" or "no break"
+    winner: str | None = None  #: the AICc winner (analyze's law)
+    rival: str | None = None  #: the best law on the other side of "break or no break"
+    delta_aicc: float | None = None  #: rival's AICc − the winner's
+    ambiguous: bool = False
+    assumed: bool = False  #: the break comes from a law assumed by ``law=`` rather than from the AICc verdict
+    summary: str = ""  #: the choice in words, as analyze prints it
+    design: str | None = None  #: "break" (c-optimal for x_c), "disagree" (break or not?), None (nothing proposed)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("points", "reason", "law", "break_x", "break_ci", "half_width",
-                                              "predicted_half_width", "aicc")}
-
-
-def _fits(curve: Curve, names) -> dict:
-    xs, _ = curve.spans()
-    ys = (float(np.log10(curve.y.min())), float(np.log10(curve.y.max())))
-    out = {}
-    for name in names:
-        law = make_law(name, xs, ys)
-        if curve.n >= law.k + 1:
-            out[name] = fit_law(law, curve)
-    return out
+                                              "predicted_half_width", "aicc", "verdict", "winner", "rival",
+                                              "delta_aicc", "ambiguous", "assumed", "summary", "design")}
 
 
 def broken_laws(law: str = "auto") -> tuple[str, ...]:
@@ -65,40 +71,31 @@ def broken_laws(law: str = "auto") -> tuple[str, ...]:
     return (law,)
 
 
-def break_interval(curve: Curve, n_boot: int = 400, seed: int = 0, level: float = 0.95, law: str = "auto"):
-    """(best broken fit, log10 x_c bootstrap samples, CI in x, half-width in decades)."""
+def break_interval(curve: Curve, n_boot: int = 1000, seed: int = 0, level: float = 0.95, law: str = "auto"):
+    """(best broken fit, log10 x_c bootstrap samples, CI in x, half-width in decades): the interval analyze
+    reports for a broken winner, over the broken laws ``law`` names (both for ``auto``)."""
     return _break_bootstrap(curve, n_boot, seed, level, names=broken_laws(law))[:4]
 
 
-def _break_bootstrap(curve: Curve, n_boot: int, seed: int, level: float = 0.95, fits: dict | None = None,
-                     names: tuple[str, ...] = BROKEN):
-    """Bootstrap of log10 x_c that includes the choice between the broken laws (Buckland et al. 1997).
-
-    Every fitted broken law in ``names`` is refitted on the same resamples and each resample keeps the x_c of
-    its own AICc winner, so a CI cannot be narrow only because a small sample made AICc prefer the
-    amplitude-tied law (whose x_c also carries the loss level). With one law named, that law is assumed.
-    """
-    fits = {n: f for n, f in (_fits(curve, names) if fits is None else fits).items() if n in names}
-    if not fits:
+def _break_bootstrap(curve: Curve, n_boot: int, seed: int, level: float = 0.95, names: tuple[str, ...] = BROKEN,
+                     cands: dict | None = None, law: str | None = None):
+    """The break of the best fitted broken law in ``names`` (or of ``law``), its interval including the choice
+    between the broken laws in ``names`` (:func:`analysis.scaling.break_estimate`), and the finite bootstrap
+    draws of its fit: ``(fit, log10 x_c samples, CI, half-width, draws)``."""
+    if cands is None:
+        if curve.n < 4:
+            raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
+        cands, _ = fit_candidates(curve, list(names), n_boot=n_boot, seed=seed, level=level, workers=1)
+    fitted = {n: c for n, c in cands.items() if n in names}
+    if not fitted:
         raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
-    best = min(fits.values(), key=lambda f: f.aicc)
-    _, y, _ = resample_many(curve, np.random.default_rng(seed), n_boot)  # the resamples bootstrap() draws
-    samples, scores, best_draws = [], [], None
-    for fit in fits.values():
-        draws = bootstrap(fit, curve, n_boot=n_boot, seed=seed)
-        if fit is best:
-            best_draws = draws
-        with np.errstate(all="ignore"):
-            pred = fit.law.predict(curve.x[None, :], {k: draws[:, [j]] for j, k in enumerate(fit.law.names)})
-            rss = np.sum((pred - y) ** 2, axis=1)
-        scores.append(np.array([aicc(r, curve.n, fit.law.k) if np.isfinite(r) else np.inf for r in rss]))
-        samples.append(np.log10(draws[:, fit.law.names.index("x_c")]))
-    scores, samples = np.stack(scores), np.stack(samples)
-    pick = np.argmin(np.where(np.isfinite(scores), scores, np.inf), axis=0)
-    chosen = samples[pick, np.arange(n_boot)]
-    chosen = np.where(np.isfinite(scores[pick, np.arange(n_boot)]), chosen, np.nan)
-    lo, hi = percentile_ci(chosen, level)
-    return best, chosen, (10**lo, 10**hi), (hi - lo) / 2, best_draws[np.isfinite(best_draws).all(axis=1)]
+    if law is None:
+        law = min(fitted, key=lambda n: fitted[n]["fit"].aicc)
+    b = break_estimate(curve, cands, law, among=names, n_boot=n_boot, seed=seed, level=level)
+    ci = tuple(float("nan") if v is None else v for v in b["ci"])
+    half = float("nan") if b["half_width"] is None else b["half_width"]
+    draws = cands[law]["boot"]
+    return cands[law]["fit"], b["samples"], ci, half, draws[np.isfinite(draws).all(axis=1)]
 
 
 def _optimal_design(fit, curve: Curve, draws: np.ndarray, k: int, grid: np.ndarray, taken: np.ndarray,
@@ -178,38 +175,76 @@ def _spread(candidates: np.ndarray, score: np.ndarray, taken: np.ndarray, k: int
         gap /= 2
 
 
-def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: float = 2.0, n_boot: int = 400,
+def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: float = AMBIGUITY, n_boot: int = 1000,
             seed: int = 0, min_gap: float = 0.02, predict: bool = True, integer: bool = True,
-            law: str = "auto") -> Proposal:
-    """k new axis values in ``bounds`` (see the module docstring); ``law`` restricts the break to one broken law."""
+            law: str = "auto", test: bool | None = None) -> Proposal:
+    """k new axis values in ``bounds`` (see the module docstring). ``law`` assumes one broken law for the break;
+    ``test`` (default: whether a law is assumed) proposes points that test for a break where AICc finds none.
+    With the defaults (1000 resamples, seed 0) the break and its CI are the numbers ``analyze`` reports."""
     if k < 1:
         raise InputError("--points must be ≥ 1", field="points")
     names = broken_laws(law)
+    assumed = law != "auto"
+    test = assumed if test is None else test
     lo_b, hi_b = np.log10(bounds[0]), np.log10(bounds[1])
     taken = np.log10(np.unique(curve.x))
-    fits = _fits(curve, names + UNBROKEN)
-    broken = min((fits[n] for n in names if n in fits), key=lambda f: f.aicc, default=None)
-    unbroken = min((fits[n] for n in UNBROKEN if n in fits), key=lambda f: f.aicc, default=None)
-    if broken is None:
-        raise InputError(f"{curve.n} points are too few to locate a break (need ≥ 4)", field="points")
-    clear = unbroken is None or broken.aicc < unbroken.aicc - ambiguity
-    _, _, ci, half, draws = _break_bootstrap(curve, n_boot, seed, fits=fits, names=names)
+    cands, choice = fit_candidates(curve, list(ONE_D), n_boot=n_boot, seed=seed, workers=1, boot=names,
+                                   ambiguity=ambiguity)
+    prop = Proposal(points=[], reason="", law=None, aicc={n: c["fit"].aicc for n, c in cands.items()},
+                    verdict=choice.verdict, winner=choice.law, rival=choice.rival, delta_aicc=choice.delta,
+                    ambiguous=choice.ambiguous, assumed=assumed, summary=choice.summary())
+    usable = [n for n in names if n in cands and not cands[n]["not_enough"]]
+    if assumed:  # asked for: any fit with a finite AICc will do (a parameter at its bound is said below)
+        broken_name = law if law in cands and np.isfinite(cands[law]["fit"].aicc) else None
+    elif choice.has_break:
+        broken_name = choice.law
+    else:  # the break a test would look for: the best determined broken law
+        broken_name = min(usable, key=lambda n: cands[n]["fit"].aicc, default=None)
+    if broken_name is None:  # the points determine no broken law (of those asked for)
+        missing = law if assumed else "a broken law"
+        why = cands[law]["not_enough"] if assumed and law in cands else f"{curve.n} points, need ≥ 4"
+        prop.reason = f"{choice.verdict}: {choice.summary()}; not enough points for {missing} ({why})"
+        return prop
+    broken = cands[broken_name]["fit"]
+    claim = choice.has_break or assumed  # a break is reported only when AICc finds one or a law is assumed
+    said = ""
+    if claim:
+        _, _, ci, half, draws = _break_bootstrap(curve, n_boot, seed, names=names, cands=cands, law=broken_name)
+        prop.law, prop.break_x, prop.break_ci, prop.half_width = broken_name, broken.params["x_c"], ci, half
+        said = break_text(broken.params["x_c"], ci, half)
+        if cands[broken_name]["not_enough"]:
+            said += f" [{cands[broken_name]['not_enough']}]"
     grid = np.linspace(lo_b, hi_b, 600)
-    if clear:  # sequential c-optimal design for log10 x_c, averaged over the bootstrap's parameter draws
+    if choice.has_break:
+        head = f"{said}: {choice.summary()}"
+        if assumed and broken_name != choice.law:
+            head += f"; the break is {broken_name}'s (--law {law}), not the winner's"
+    else:
+        head = f"no break: {choice.summary()}"
+        if claim:  # a broken law assumed by the user: its break, labelled as such
+            head += f"; --law {law} assumes one, {said.replace('break', f'{broken_name} puts it at', 1)}"
+    if claim and choice.has_break and not choice.ambiguous:
         seeds = max(len(r) for r in curve.reps)
         points = _optimal_design(broken, curve, draws, k, grid, taken, seeds, min_gap)
-        reason = "break: largest expected CI reduction"
-    else:
+        prop.design, prop.reason = "break", f"{head}; new x that most shrink its CI"
+    elif not choice.has_break and not choice.ambiguous and not test:
+        points = []
+        prop.design, prop.reason = None, f"{head}; nothing to propose"
+    else:  # decide between the break and no break: where the two laws disagree most
+        other = choice.law if not choice.has_break else choice.rival
         with np.errstate(all="ignore"):
-            d = np.abs(np.log(broken.predict(10**grid)) - np.log(unbroken.predict(10**grid)))
+            d = np.abs(np.log(broken.predict(10**grid)) - np.log(cands[other]["fit"].predict(10**grid)))
         gap = max(min_gap, (hi_b - lo_b) / (4 * k))
-        points, reason = _spread(grid, np.nan_to_num(d), taken, k, gap, min_gap), "laws disagree"
+        points = _spread(grid, np.nan_to_num(d), taken, k, gap, min_gap)
+        why = "" if choice.ambiguous or choice.has_break else "; to test for a break"
+        prop.design = "disagree"
+        prop.reason = f"{head}{why}: new x where {broken_name} and {other} disagree most"
     xs = [float(np.round(10**p)) if integer else float(10**p) for p in points]
     if integer:  # rounding may land on a measured value or merge two proposals
         xs = sorted(set(xs) - set(np.round(curve.x).tolist()))
-    prop = Proposal(points=xs, reason=reason, law=broken.law.name, break_x=broken.params["x_c"], break_ci=ci,
-                    half_width=half, aicc={n: f.aicc for n, f in fits.items()})
-    if predict and xs:  # an independent simulation, so the printed prediction is not the design score
+    prop.points = xs
+    if predict and xs and claim and np.isfinite(prop.half_width):
+        # an independent simulation, so the printed prediction is not the design score
         prop.predicted_half_width = predicted_half_width(curve, broken, xs, n_boot=max(100, n_boot // 2), seed=seed,
                                                          names=names)
     return prop

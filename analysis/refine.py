@@ -7,6 +7,11 @@ counts are new widths) with tags ``matscale.stage=refine``, ``matscale.round`` a
 Every round leaves an ``analysis`` run with its fit and proposal. It stops when every break's CI half-width is
 ≤ ``until_ci`` decades, the trial budget is spent, or ``max_rounds`` rounds (counting earlier invocations) are
 done — so re-running a finished refinement launches nothing.
+
+Each curve's verdict is analyze's (:func:`analysis.fit.choose_law` on the same fits): a curve whose AICc winner
+has no break gets no new points unless ``law`` assumes a broken form, and a broken winner's break and CI are the
+numbers ``analyze`` prints (the same 1000 resamples, seed 0). Before launching (and in a dry run) it states the
+trials a round launches and their estimated time (:func:`round_estimate`, with the dry run's estimator).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from analysis.report import safe_name
 from analysis.runs import aggregate, load_runs
 from gnn.errors import InputError
 from sweeps import record, tracking
-from sweeps.spec import Spec, sci, validate
+from sweeps.spec import Spec, duration, sci, validate
 
 
 def parent_spec(c, exp_id: str) -> tuple[Spec, str]:
@@ -60,8 +65,8 @@ def _groups(best, axis: str):
 def refine_experiment(experiment: str, tracking_uri: str, *, axis: str = "data", points: int = 3,
                       seeds: int | None = None, budget: int | None = None, until_ci: float = 0.1,
                       max_rounds: int = 3, dry_run: bool = False, address: str | None = "local",
-                      metric: str = "val_loss", n_boot: int = 400, law: str = "auto", progress: bool = True,
-                      out=print) -> dict:
+                      metric: str = "val_loss", n_boot: int = 1000, seed: int = 0, law: str = "auto",
+                      progress: bool = True, out=print) -> dict:
     """Run refinement rounds (see the module docstring); returns every round's proposals and outcome."""
     if axis not in ("data", "params"):
         raise InputError(f"axis must be data or params, got {axis!r}", field="axis")
@@ -81,27 +86,92 @@ def refine_experiment(experiment: str, tracking_uri: str, *, axis: str = "data",
             out(f"{done} refinement rounds already done (--max-rounds {max_rounds}); nothing to launch")
             return {"rounds": history, "status": "max_rounds", "rounds_done": done}
         seed_list = _seeds(spec, seeds)
-        proposals, blocks, converged = _propose_round(best, spec, axis, metric, points, seed_list, done + 1, n_boot,
-                                                      law, until_ci, out)
-        if converged:
-            out(f"every break is within ±{until_ci} decades; done")
-            return {"rounds": history, "status": "converged", "proposals": proposals}
+        proposals, blocks, states = _propose_round(best, spec, axis, metric, points, seed_list, done + 1, n_boot,
+                                                   seed, law, until_ci, out)
+        tpp = spec.hpo["trials_per_point"]
+        new = [(n_params, n_train, len(b["seeds"]) * tpp) for bs in blocks.values() for b in bs
+               for n_params in b["n_params"] for n_train in b["n_train"]]
+        cost = sum(count for *_, count in new)
+        estimate = round_estimate(spec, blocks, experiment, done + 1) if new else None
         if not blocks:
-            return {"rounds": history, "status": "exhausted", "proposals": proposals}
-        cost = sum(len(b["n_train"]) * len(b["n_params"]) * len(b["seeds"]) for bs in blocks.values() for b in bs) \
-            * spec.hpo["trials_per_point"]
+            status = _idle_status(states, until_ci, law, out)
+            if dry_run:
+                out("dry run: would launch 0 trials")
+            return {"rounds": history, "status": status, "proposals": proposals, "trials": 0}
+        plan = (f"{cost} trials ({len(new)} new axis values × {len(seed_list)} seeds × {tpp} HPO "
+                f"trial{'s' if tpp != 1 else ''} per value"
+                f"{f', {len(blocks)} architectures' if len(blocks) > 1 else ''})" + _estimate_text(estimate))
         if budget is not None and spent + cost > budget:
-            out(f"the next round needs {cost} trials; {budget - spent} of the budget are left; stopping")
-            return {"rounds": history, "status": "budget", "proposals": proposals}
+            out(f"the next round needs {plan}; {budget - spent} trials of the budget are left; stopping")
+            return {"rounds": history, "status": "budget", "proposals": proposals, "trials": cost,
+                    "estimate": estimate}
         if dry_run:
-            return {"rounds": history, "status": "dry_run", "proposals": proposals, "trials": cost}
+            out(f"dry run: would launch {plan}; nothing launched")
+            return {"rounds": history, "status": "dry_run", "proposals": proposals, "trials": cost,
+                    "estimate": estimate}
+        out(f"round {done + 1}: launching {plan}")
         statuses = _launch_round(spec, blocks, experiment, done + 1, parent_sweep, address, progress)
         spent += cost
         _log_round(c, exp_id, done + 1, proposals)
-        history.append({"round": done + 1, "proposals": proposals, "trials": cost, "status": statuses})
+        history.append({"round": done + 1, "proposals": proposals, "trials": cost, "estimate": estimate,
+                        "status": statuses})
         bad = [st for st in statuses if st not in (record.FINISHED, "NOTHING_TO_DO")]
         if bad:
             return {"rounds": history, "status": bad[0]}
+
+
+def _idle_status(states: list[str], until_ci: float, law: str, out) -> str:
+    """Why a round launches nothing, said once: ``converged``, ``no_break`` or ``exhausted``."""
+    if "exhausted" in states:
+        return "exhausted"
+    if "converged" in states:
+        rest = states.count("no_break")
+        out(f"every break is within ±{until_ci} decades" + (f" ({rest} curves have none)" if rest else "") + "; done")
+        return "converged"
+    out("nothing to refine: AICc prefers a law without a break for every curve"
+        + (" (--law broken or broken_amp proposes points that test for one)" if law == "auto" else ""))
+    return "no_break"
+
+
+def _refine_specs(spec: Spec, blocks: dict, experiment: str, round_no: int) -> list[Spec]:
+    """One refine spec per architecture: the parent sweep's spec with the round's axes blocks."""
+    out = []
+    for arch, arch_blocks in blocks.items():
+        refine_spec = validate({**spec.as_dict(), "axes": arch_blocks, "archs": [arch]},
+                               f"refine round {round_no} of {experiment}")
+        refine_spec.tracking_uri = spec.tracking_uri
+        out.append(refine_spec)
+    return out
+
+
+def round_estimate(spec: Spec, blocks: dict, experiment: str, round_no: int) -> dict | None:
+    """The trial time a round would take, as ``matscale sweep --dry-run`` estimates it (:mod:`sweeps.estimate`:
+    from this experiment's finished trials of the same model, else a few timed steps here): ``{"seconds",
+    "notes"}``, summed over the round's trials at their full budget; None where a time is unknown."""
+    from gnn.splits import grouped_split
+    from gnn.store import Store
+    from sweeps import estimate
+    from sweeps.driver import prepare_store
+
+    history = estimate.from_runs(spec)
+    store = prepare_store(spec, progress=False)
+    train_size = len(grouped_split(Store(store).formulas)["train"])
+    seconds, notes = 0.0, []
+    for refine_spec in _refine_specs(spec, blocks, experiment, round_no):
+        points = refine_spec.points(train_size)
+        times = estimate.estimate(refine_spec, points, history, store, None)
+        if any(t is None for t in times.trial_s):
+            return None
+        seconds += sum(times.trial_s) * refine_spec.hpo["trials_per_point"]
+        notes += [n for n in times.notes if n not in notes]
+    return {"seconds": float(seconds), "notes": notes}
+
+
+def _estimate_text(est: dict | None) -> str:
+    if est is None:
+        return "; no time estimate (no finished trial of the same model, and it could not be timed here)"
+    return (f", about {duration(est['seconds'])} of trial time (summed over trials, each at its full budget; "
+            f"side by side they finish sooner; {est['notes'][0] if est['notes'] else ''})")
 
 
 def _seeds(spec: Spec, seeds: int | None) -> list[int]:
@@ -111,36 +181,43 @@ def _seeds(spec: Spec, seeds: int | None) -> list[int]:
 
 
 def _propose_round(best, spec: Spec, axis: str, metric: str, points: int, seed_list: list[int], round_no: int,
-                   n_boot: int, law: str, until_ci: float, out) -> tuple[list[dict], dict, bool]:
-    """Fit every curve and propose its new axis values: ``(proposals, axes blocks per arch, converged)``; a curve
-    whose break is already within ``until_ci`` decades gets none."""
+                   n_boot: int, seed: int, law: str, until_ci: float, out) -> tuple[list[dict], dict, list[str]]:
+    """Fit every curve as analyze does and propose its new axis values: ``(proposals, axes blocks per arch, state
+    per curve)``, a state being ``open`` (points proposed), ``converged`` (its break is within ``until_ci``
+    decades), ``no_break`` (AICc prefers a law without one, nothing asked) or ``exhausted`` (points wanted, none
+    left to propose)."""
     from gnn.splits import grouped_split
     from gnn.store import Store
     from sweeps.driver import prepare_store
 
     train_size = len(grouped_split(Store(prepare_store(spec, progress=False)).formulas)["train"])
-    proposals, blocks, converged = [], {}, True
+    proposals, blocks, states = [], {}, []
     for name, fixed, x, sub in _groups(best, axis):
         curve = make_curve(x, sub[metric].to_numpy(float))
         bounds = (x.min(), float(train_size)) if axis == "data" else (x.min() / 2, x.max() * 2)
-        prop = propose(curve, points, bounds, n_boot=n_boot, seed=round_no - 1, integer=True, law=law)
+        prop = propose(curve, points, bounds, n_boot=n_boot, seed=seed, integer=True, law=law)
         proposals.append({"group": name, **prop.as_dict()})
-        out(f"round {round_no} {name}: break {prop.break_x:.4g} (95% CI {prop.break_ci[0]:.4g} – "
-            f"{prop.break_ci[1]:.4g}, ±{prop.half_width:.3f} decades; {prop.reason}) → new x "
-            f"{[int(p) for p in prop.points]}" + (f", predicted ±{prop.predicted_half_width:.3f} decades"
-                                                  if prop.predicted_half_width is not None else ""))
-        if prop.half_width <= until_ci:
+        news = f" → new x {[int(p) for p in prop.points]}" if prop.points else ""
+        if prop.predicted_half_width is not None:
+            news += f", predicted ±{prop.predicted_half_width:.3f} decades"
+        out(f"round {round_no} {name}: {prop.reason}{news}")
+        if prop.half_width is not None and prop.half_width <= until_ci:
+            states.append("converged")
             continue
-        converged = False
+        if prop.design is None:  # nothing to decide: no break by AICc, or too few points for a broken law
+            states.append("no_break" if prop.verdict == "no break" and prop.break_x is None else "exhausted")
+            continue
         if not prop.points:  # every candidate value is already measured (integer data sizes run out)
             out(f"round {round_no} {name}: no unmeasured axis value is left to propose")
+            states.append("exhausted")
             continue
+        states.append("open")
         if axis == "data":
             block = {"n_train": [int(p) for p in prop.points], "n_params": [fixed["n_params"]], "seeds": seed_list}
         else:
             block = {"n_train": [fixed["n_train"]], "n_params": [float(p) for p in prop.points], "seeds": seed_list}
         blocks.setdefault(fixed["arch"], []).append(block)
-    return proposals, blocks, converged
+    return proposals, blocks, states
 
 
 def _launch_round(spec: Spec, blocks: dict, experiment: str, round_no: int, parent_sweep: str,
@@ -150,10 +227,7 @@ def _launch_round(spec: Spec, blocks: dict, experiment: str, round_no: int, pare
 
     tags = {record.ROUND: str(round_no), record.PARENT_SWEEP: parent_sweep}
     statuses = []
-    for arch, arch_blocks in blocks.items():
-        refine_spec = validate({**spec.as_dict(), "axes": arch_blocks, "archs": [arch]},
-                               f"refine round {round_no} of {experiment}")
-        refine_spec.tracking_uri = spec.tracking_uri
+    for refine_spec in _refine_specs(spec, blocks, experiment, round_no):
         summary = run_sweep(refine_spec, address=address, stage=record.STAGE_REFINE, extra_tags=tags,
                             progress=progress)
         statuses.append(summary["status"])
@@ -167,13 +241,16 @@ def _log_round(c, exp_id: str, round_no: int, proposals: list[dict]) -> None:
     metrics = {}
     for p in proposals:
         key = safe_name(p["group"])
-        metrics[f"{key}/break"] = p["break_x"]
-        metrics[f"{key}/break_ci_lo"], metrics[f"{key}/break_ci_hi"] = p["break_ci"]
-        metrics[f"{key}/half_width_decades"] = p["half_width"]
+        if p["break_x"] is not None:
+            metrics[f"{key}/break"] = p["break_x"]
+            metrics[f"{key}/break_ci_lo"], metrics[f"{key}/break_ci_hi"] = p["break_ci"]
+            metrics[f"{key}/half_width_decades"] = p["half_width"]
+        if p["delta_aicc"] is not None:
+            metrics[f"{key}/delta_aicc"] = p["delta_aicc"]
         if p["predicted_half_width"] is not None:
             metrics[f"{key}/predicted_half_width_decades"] = p["predicted_half_width"]
-    tracking.log_batch(c, run.info.run_id, metrics={k: float(v) for k, v in metrics.items() if np.isfinite(v)},
-                       params={"round": round_no})
+    metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+    tracking.log_batch(c, run.info.run_id, metrics=metrics, params={"round": round_no})
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "proposal.json").write_text(json.dumps(proposals, indent=1, default=float))
         c.log_artifact(run.info.run_id, str(Path(d) / "proposal.json"))

@@ -86,6 +86,34 @@ def test_model_choice_picks_the_generating_law():
     assert fit_curve(floor, n_boot=0, workers=1)["law"] in ("floor", "broken_amp")
 
 
+@pytest.mark.parametrize("n_sizes,seed", [(5, 1), (8, 7)])
+def test_report_says_not_enough_points_instead_of_inf_rows_and_empty_saturation(n_sizes, seed, capsys):
+    """A law the points do not determine (AICc undefined with 5 sizes; a parameter pinned at the edge of its search
+    range with 8) is "not enough points for this law" with no parameters, in the report and on stdout, and never
+    wins; a saturation that is not there is said in words, not as "– (CI [–, –])"."""
+    from analysis.experiment import print_result
+    from analysis.report import markdown
+
+    x = np.logspace(3, 5.3, n_sizes).round()
+    curve = simulate("power", {"x0": 300.0, "alpha": 0.3}, np.random.default_rng(seed), noise=0.015, x=x)
+    r = fit_curve(curve, n_boot=100, workers=1)
+    amp = next(c for c in r["candidates"] if c["law"] == "broken_amp")
+    assert amp["not_enough"] == ("4 parameters: AICc needs ≥ 6 points, there are 5" if n_sizes == 5
+                                 else "alpha2 at the edge of the search range")
+    assert r["law"] == "power" and r["choice"]["verdict"] == "no break" and "broken_amp" in r["choice"]["not_enough"]
+    text = markdown("t", [{"name": "g", "result": r, "plot": "p.png"}], [], [])
+    print_result(r, "g")
+    printed = capsys.readouterr().out
+    for out in (text, printed):
+        assert "(CI [–, –])" not in out and "x = –" not in out
+        assert "none within reach — the fit has no loss floor" in out
+        assert "no break: power preferred by AICc (ΔAICc" in out.replace("No break", "no break")
+        amp_lines = [line for line in out.splitlines() if line.lstrip("| ").startswith("broken_amp ")]
+        assert len(amp_lines) == 1 and "not enough points for this law" in amp_lines[0]
+        assert "inf" not in amp_lines[0] and "x_c=" not in amp_lines[0] and "alpha2" not in amp_lines[0].split("(")[0]
+    assert "| broken_amp | – | – | not enough points for this law (" in text
+
+
 @pytest.mark.slow
 def test_bootstrap_intervals_cover_the_truth_at_about_their_nominal_rate():
     hits, n_sim = 0, 40
