@@ -28,6 +28,7 @@ from pathlib import Path
 from gnn.errors import InputError
 
 LAWS_HELP = "auto|power|floor|broken|broken_amp|bnsl:K|chinchilla|kaplan|kaplan_broken"
+OBJECTIVE_HELP = "wls: least squares weighted by the seed spread (default); huber: robust to outlying points"
 MIN_BOOT = 10  # percentile_ci draws no interval from fewer resamples
 
 
@@ -120,7 +121,7 @@ def _cmd_refine(args) -> None:
 
 
 def _cmd_demo(args) -> None:
-    from analysis.experiment import analyze_experiment
+    from analysis.experiment import analyze_experiment, headline
     from sweeps.cli import SPECS, exit_status
     from sweeps.driver import run_sweep, summary_table
     from sweeps.spec import load_spec
@@ -129,12 +130,30 @@ def _cmd_demo(args) -> None:
     db = f"sqlite:///{out / 'mlflow.db'}"
     spec = load_spec(SPECS / "demo.yaml", {"tracking_uri": db, "storage_path": str(out / "ray")})
     spec.dataset["data_dir"] = str(out / "data")
-    summary = run_sweep(spec, address="local", resume=args.resume)
-    print(summary_table(summary))
+    print(f"demo: {spec.description}")
+    summary = run_sweep(spec, address="local", resume=args.resume, verbose=args.verbose)
+    print(summary_table(summary, per_trial=args.verbose))
     exit_status(summary)
-    analyze_experiment(spec.experiment, spec.tracking_uri, axis="data", out=out / "analysis", holdout=1, n_boot=1000)
-    print(f"\nBrowse the runs:  mlflow ui --backend-store-uri {db} --host 127.0.0.1 --port 5000\n"
-          f"then open http://127.0.0.1:5000 (experiment {spec.experiment!r}).")
+    res = analyze_experiment(spec.experiment, spec.tracking_uri, axis="both", out=out / "analysis", holdout=1,
+                             n_boot=1000, verbose=args.verbose)
+    print("scaling laws (95 % CIs):")
+    for g in res["groups"]:
+        print("  " + headline(g, g["name"], g["axis"]))
+    for why in res["skipped"]:
+        print(f"  skipped {why}")
+    print(f"report, fits and plots: {res['out']} (and the MLflow analysis run {res['run_id']})")
+    print(f"browse the runs:  {_matscale()} ui --experiment {spec.experiment} --tracking-uri {db}")
+
+
+def _matscale() -> str:
+    """How to run ``matscale`` from this shell: the script beside this Python (relative to here when inside)."""
+    script = Path(sys.executable).parent / "matscale"
+    if not script.exists():
+        return f"{sys.executable} -m analysis.cli"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def register(sub) -> None:
@@ -143,7 +162,7 @@ def register(sub) -> None:
     from sweeps.tracking import DEFAULT_URI
 
     p = sub.add_parser("fit", help="fit scaling laws to any CSV table of results")
-    p.add_argument("csv")
+    p.add_argument("csv", help="table of results (CSV, one row per run)")
     p.add_argument("--x", required=True, help="column of x (D, or N for joint laws)")
     p.add_argument("--x2", help="column of D for joint laws (then --x is N)")
     p.add_argument("--y", required=True, help="column of the loss")
@@ -151,38 +170,40 @@ def register(sub) -> None:
     p.add_argument("--where", nargs="*", action="extend",
                    help="keep rows with COL=VALUE (several, or the flag repeated: every condition must hold)")
     p.add_argument("--law", default="auto", help=LAWS_HELP)
-    p.add_argument("--objective", default="wls", choices=["wls", "huber"])
+    p.add_argument("--objective", default="wls", choices=["wls", "huber"], help=OBJECTIVE_HELP)
     p.add_argument("--holdout", type=int, default=0, help="hold out the K largest x to score extrapolation")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)")
     p.add_argument("--target", type=float, help="report the x needed to reach this loss")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    p.add_argument("--json", action="store_true", help="print the fits as JSON")
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("analyze", help="fit scaling laws to an MLflow experiment written by `matscale sweep`")
-    p.add_argument("--experiment", required=True)
+    p.add_argument("--experiment", required=True, help="MLflow experiment (the spec's `experiment`)")
     p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {DEFAULT_URI})")
-    p.add_argument("--metric", default="val_loss")
+    p.add_argument("--metric", default="val_loss", help="the trial metric to fit (default val_loss; e.g. test_loss, "
+                   "val_eps_mae)")
     p.add_argument("--axis", default="data", choices=AXES,
                    help="data/params/both: scaling laws; transfer: L(source_n) = D n^-alpha + C per target size "
                         "against the no-pretraining baseline; coverage: curves per subset strategy and where more "
                         "diverse data raises the loss")
     p.add_argument("--out", default="analysis-out", help="folder for fits.json, report.md and plots")
     p.add_argument("--law", default="auto", help=LAWS_HELP)
-    p.add_argument("--objective", default="wls", choices=["wls", "huber"])
-    p.add_argument("--holdout", type=int, default=1)
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--target", type=float)
+    p.add_argument("--objective", default="wls", choices=["wls", "huber"], help=OBJECTIVE_HELP)
+    p.add_argument("--holdout", type=int, default=1, help="hold out the K largest x to score extrapolation (default 1)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default 1000; 0: none)")
+    p.add_argument("--target", type=float, help="report the x needed to reach this loss")
     p.add_argument("--sweep", help="only this sweep id")
     p.add_argument("--stage", help="only this stage (grid, refine, ...)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    p.add_argument("--json", action="store_true", help="print the fits as JSON (no plots' paths or tables)")
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("refine", help="launch extra trials near the breakpoints of an experiment, refit, repeat")
-    p.add_argument("--experiment", required=True)
+    p.add_argument("--experiment", required=True, help="MLflow experiment of a data or parameter sweep")
     p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {DEFAULT_URI})")
-    p.add_argument("--axis", default="data", choices=["data", "params"])
+    p.add_argument("--axis", default="data", choices=["data", "params"], help="refine L(D) curves (data, default) or "
+                   "L(N) curves (params)")
     p.add_argument("--points", type=int, default=3, help="new axis values per curve and round")
     p.add_argument("--seeds", type=int, help="seeds per new value (default: the parent sweep's)")
     p.add_argument("--budget", type=int, help="at most this many new trials in all")
@@ -192,14 +213,18 @@ def register(sub) -> None:
     p.add_argument("--law", default="auto", choices=["auto", "broken", "broken_amp"],
                    help="the break's law: auto (the interval includes the choice between the two; default), broken "
                         "(assume the paper's amplitude-tied form), broken_amp (free amplitude)")
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "local"))
-    p.add_argument("--dry-run", action="store_true", help="print the proposal and the predicted CI; launch nothing")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "local"), help="Ray cluster for the new trials: "
+                   "local (default), auto or ray://HOST:10001")
+    p.add_argument("--dry-run", action="store_true", help="print the proposal, the predicted CI, the trials it would "
+                   "launch and their estimated time; launch nothing")
+    p.add_argument("--json", action="store_true", help="print the rounds and proposals as JSON")
     p.set_defaults(func=_cmd_refine)
 
     p = sub.add_parser("demo", help="run the demo sweep locally on built-in data (a few minutes on 2 cores)")
     p.add_argument("--out", default="runs/demo", help="output folder (MLflow SQLite store, Ray results, data)")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo")
+    p.add_argument("-v", "--verbose", action="store_true", help="also Ray Tune's per-trial output, a line per trial and "
+                   "the full fits")
     p.set_defaults(func=_cmd_demo)
 
 

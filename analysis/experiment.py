@@ -14,28 +14,32 @@ from sweeps import record
 
 
 def print_result(r: dict, name: str = "") -> None:
-    """Print one fit (its candidates, parameters with CIs, breaks, saturation, target) to stdout."""
+    """Print one fit (its candidates, parameters with CIs, breaks, saturation, target) to stdout: the model choice
+    in the words ``refine`` uses, and a candidate the points do not determine as "not enough points for this
+    law" (no parameters)."""
+    from analysis.scaling import break_line, not_enough_text, saturation_text
+
     head = f"== {name}: " if name else "== "
     print(f"{head}{r['n_points']} points, {r['n_runs']} runs; best law by AICc: {r['law']}  ({r['formula']})")
+    if r.get("choice"):
+        print(f"   {r['choice']['verdict']}: {r['choice']['summary']}")
     print(f"   {'law':<12} {'AICc':>10} {'RMSLE held out':>15}")
     for c in r["candidates"]:
-        aicc = f"{c['aicc']:.2f}" if isinstance(c["aicc"], float) else str(c["aicc"])
+        missing = not_enough_text(c)
+        if missing:
+            print(f"   {c['law']:<12} {missing}")
+            continue
         rm = f"{c['rmsle_holdout']:.4f}" if isinstance(c["rmsle_holdout"], float) else "–"
-        print(f"   {c['law']:<12} {aicc:>10} {rm:>15}")
+        print(f"   {c['law']:<12} {c['aicc']:>10.2f} {rm:>15}")
     print(f"   {'param':<10} {'value':>12} {'stderr':>12} {'95% CI':>28}")
     for k, v in r["params"].items():
         lo, hi = r["ci"].get(k, [None, None])
-        ci = f"[{lo:.4g}, {hi:.4g}]" if lo is not None and hi is not None else "–"
+        ci = f"[{lo:.4g}, {hi:.4g}]" if isinstance(lo, float) and isinstance(hi, float) else "–"
         print(f"   {k:<10} {v:>12.4g} {r['stderr'].get(k, float('nan')):>12.3g} {ci:>28}")
     for bp in r.get("breakpoints", []):
-        lo, hi = bp["ci"]
-        print(f"   break at {bp['x']:.4g}" + (f"  (95% CI {lo:.4g} – {hi:.4g})" if lo is not None else ""))
+        print(f"   {break_line(bp)}")
     if r.get("saturation"):
-        s = r["saturation"]
-        for label, key in (("saturation (floor)", "x_floor"), ("saturation (slope)", "x_slope")):
-            v = s[key]["value"]
-            if v is not None:
-                print(f"   {label} at {v:.4g}")
+        print(f"   saturation: {saturation_text(r['saturation'])}")
     if r.get("doubling"):
         print(f"   doubling x from {r['doubling']['x']:.4g} lowers the loss by {100 * r['doubling']['value']:.2f} %")
     if r.get("target"):
@@ -154,3 +158,32 @@ def _analyze_group(job) -> dict | str:
         plot_curve(name, curve, r, plots / plot, "D (training structures)" if kind == "data" else "N (parameters)",
                    metric)
     return {"name": name, "axis": kind, "result": r, "plot": plot}
+
+
+def headline(r: dict, name: str, axis: str = "") -> str:
+    """One line for a fitted group: the law, its exponents with 95 % CIs, a break or saturation where the fit
+    shows one (with CI), and for a joint fit the regime of the largest measured point."""
+    def num(v) -> str:
+        return f"{v:.3g}" if isinstance(v, (int, float)) else "–"
+
+    def with_ci(key: str) -> str:
+        lo, hi = r["ci"].get(key, [None, None])
+        return f"{key} {num(r['params'][key])}" + (f" [{num(lo)}, {num(hi)}]" if lo is not None and hi is not None
+                                                    else "")
+
+    x = "N" if axis == "params" else "D"
+    exps = [k for k in r["params"] if k.startswith(("alpha", "beta", "c"))][:3]
+    parts = [f"{name}: {r['law']}"] + [with_ci(k) for k in exps]
+    for bp in r.get("breakpoints", []):
+        if bp["x"] is not None:
+            lo, hi = bp["ci"]
+            parts.append(f"break at {x} = {num(bp['x'])}" + (f" [{num(lo)}, {num(hi)}]" if lo is not None else ""))
+    sat = (r.get("saturation") or {}).get("x_floor") or {}
+    if isinstance(sat.get("value"), (int, float)):
+        lo, hi = sat.get("ci") or [None, None]
+        parts.append(f"within 5 % of its floor from {x} = {num(sat['value'])}"
+                     + (f" [{num(lo)}, {num(hi)}]" if lo is not None and hi is not None else ""))
+    if r.get("regimes", {}).get("points"):
+        last = max(r["regimes"]["points"], key=lambda p: (p["N"], p["D"]))
+        parts.append(f"at N={num(last['N'])}, D={num(last['D'])}: {last['regime']}")
+    return "; ".join(parts)

@@ -84,7 +84,7 @@ def _graphs(store_dir: str | Path, cutoff: float, *, workers: int | None = None,
                  lo, min(lo + chunk, n), cutoff) for lo in range(0, n, chunk)]
         workers = workers or min(len(os.sched_getaffinity(0)), max(1, len(jobs)))
         parts = []
-        bar = tqdm(total=n, desc=f"graphs (cutoff {cutoff:g} Å)", unit="structure", disable=not progress)
+        bar = tqdm(total=n, desc=f"graphs (cutoff {cutoff:g} Å)", unit="structure", disable=None if progress else True)
         with bar:
             if workers == 1:
                 results = map(_build_chunk, jobs)

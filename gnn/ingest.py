@@ -139,7 +139,7 @@ def write_store(entries: Iterable[Entry], out: str | Path, *, kind: str, source:
     numbers, pos, cells, counts, ids, formulas, sources = [], [], [], [], [], [], []
     ys: dict[str, list] = {}
     seen = set()
-    for entry in tqdm(entries, desc=f"reading {kind}", unit="entry", disable=not progress):
+    for entry in tqdm(entries, desc=f"reading {kind}", unit="entry", disable=None if progress else True):
         if names is None:
             names = sorted(entry.targets)
             if not names:

@@ -105,7 +105,7 @@ def crystal_systems(store, progress: bool = False) -> np.ndarray:
     t = store.tensors
     ptr = t["node_ptr"].numpy()
     out = np.zeros(len(store), dtype=int)
-    for i in tqdm(range(len(store)), desc="crystal systems", unit="structure", disable=not progress):
+    for i in tqdm(range(len(store)), desc="crystal systems", unit="structure", disable=None if progress else True):
         cell = t["cell"][i].double().numpy()
         pos = t["pos"][ptr[i]:ptr[i + 1]].double().numpy()
         frac = pos @ np.linalg.inv(cell)

@@ -239,7 +239,7 @@ def generate(n: int, *, points: int = DEFAULT_POINTS, seed: int = 0, noise: floa
     jobs = [(seed, lo, min(lo + chunk, n), points, noise, gap) for lo in range(0, n, chunk)]
     workers = workers or min(len(os.sched_getaffinity(0)), len(jobs))
     entries = []
-    with tqdm(total=n, desc="synthesising", unit="structure", disable=not progress) as bar:
+    with tqdm(total=n, desc="synthesising", unit="structure", disable=None if progress else True) as bar:
         pool = ProcessPoolExecutor(workers) if workers > 1 else None
         results = pool.map(_make_chunk, jobs) if pool else map(_make_chunk, jobs)
         for (_, lo, *_), rows in zip(jobs, results):

@@ -195,8 +195,9 @@ class _Sweep:
     storage: str  #: Ray's storage path (a folder, made absolute, or an object-store URI)
     stage: str
     extra_tags: dict
-    progress: bool
+    progress: bool  #: show progress (the store's building, the live trial display)
     out: Any
+    verbose: bool = False  #: also Ray Tune's own per-trial tables and the workers' log lines
     resources: dict = field(default_factory=dict)
     sweep_id: str = ""
     parent_id: str = ""
@@ -209,16 +210,18 @@ class _Sweep:
 
 def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False, dry_run: bool = False,
               stage: str = record.STAGE_GRID, extra_tags: dict | None = None, progress: bool = True,
-              out=sys.stdout) -> dict:
+              verbose: bool = False, out=sys.stdout) -> dict:
     """Run (or plan) a sweep; returns a summary with the parent run id and per-trial outcomes.
 
     Everything that can fail on input is checked before a parent run is created; a second driver of the same
     spec refuses while the first runs (:mod:`sweeps.sweep_lock`); trials keep the hyperparameters of their
-    MLflow runs (:class:`sweeps.trial.TrialRecord`).
+    MLflow runs (:class:`sweeps.trial.TrialRecord`). ``progress``: one live display for the whole sweep
+    (:mod:`sweeps.progress`); ``verbose``: Ray Tune's own per-trial output as well.
     """
     if dry_run:
         return _plan(spec, out)
     sw = _prepare(spec, stage, extra_tags or {}, progress, out)
+    sw.verbose = verbose
     finished, started = _recorded(sw)
     restored = _find_restorable(sw.storage, sw.prefix) if resume else None
     total = len(sw.points) * spec.hpo["trials_per_point"]
@@ -243,12 +246,31 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
 
 
 def _plan(spec: Spec, out) -> dict:
-    """``--dry-run``: print every planned trial and its cost (exact sizes once the store exists)."""
-    store_path = store_location(spec)
-    exact = (store_path / "meta.json").exists()
-    points = check_against_store(spec, store_path)[1] if exact else spec.points()
-    print(plan_table(spec, points, exact), file=out)
-    return {"planned": len(points) * spec.hpo["trials_per_point"], "spec_hash": spec.hash}
+    """``--dry-run``: print every planned trial with its estimated time and the sweep's total (:mod:`sweeps.estimate`:
+    from finished runs of the experiment, else timed on this machine). Creates no tracking store and no run; it
+    builds the data store (and a transfer's source store) where the estimate needs it and this machine can run
+    the trials, saying so: every run needs it, and it is built once."""
+    from sweeps import estimate
+
+    history = estimate.from_runs(spec)
+    need = estimate.needs_store(spec, spec.points(), history)
+    buildable = estimate.cannot_time_here(spec) is None
+
+    def store(source: bool, wanted: bool) -> Path | None:
+        path = store_location(spec, source)
+        if wanted and buildable and not (path / "meta.json").exists():
+            print(f"building the {'source ' if source else ''}store {path} (once: every run of this sweep uses it)",
+                  file=out, flush=True)
+            prepare_store(spec, progress=False, source=source)
+        return path if (path / "meta.json").exists() else None
+
+    store_path = store(False, need[0])
+    source_path = store(True, need[1]) if spec.transfer else None
+    points = check_against_store(spec, store_path)[1] if store_path else spec.points()
+    times = estimate.estimate(spec, points, history, store_path, source_path, out=out)
+    print(plan_table(spec, points, store_path is not None, times), file=out)
+    return {"planned": len(points) * spec.hpo["trials_per_point"], "spec_hash": spec.hash,
+            "trial_seconds": times.trial_s, "pretrain_seconds": times.pretrain_s}  # per point, None: unknown
 
 
 def _prepare(spec: Spec, stage: str, extra_tags: dict, progress: bool, out) -> _Sweep:
@@ -265,7 +287,13 @@ def _prepare(spec: Spec, stage: str, extra_tags: dict, progress: bool, out) -> _
     _, points = check_against_store(spec, store_path)
     c = tracking.client(spec.tracking_uri)
     try:
-        exp_id = tracking.experiment_id(c, spec.experiment)
+        exp_id = tracking.experiment_id(  # artifacts beside a SQLite store; for the MLflow UI: a model-training
+            c, spec.experiment, tags={  # experiment, the spec's description, a view of the trials (val_loss, axes)
+                record.EXPERIMENT_KIND: record.EXPERIMENT_KIND_TRAINING,
+                record.NOTE: tracking.experiment_note(spec.description, record.VAL_LOSS, record.TRIALS_VIEW_NAME)},
+            defaults={record.SAVED_VIEW + record.TRIALS_VIEW: tracking.runs_view(
+                record.TRIALS_VIEW_NAME, record.runs_filter(record.KIND_TRIAL), record.TRIALS_VIEW_METRICS,
+                record.VAL_LOSS)})
     except Exception as exc:  # noqa: BLE001 - any backend failure means the URI is unusable
         raise InputError(tracking.redact_uri(f"cannot use tracking URI {spec.tracking_uri} ({type(exc).__name__}: "
                                              f"{' '.join(str(exc).split())[:200]})"),
@@ -328,7 +356,7 @@ def _trial_context(sw: _Sweep):
                         loss_weights=spec.loss_weights, budget=spec.budget, tracking_uri=spec.tracking_uri,
                         experiment_id=sw.exp_id, parent_run_id=sw.parent_id, sweep_id=sw.sweep_id,
                         spec_hash=spec.hash, stage=sw.stage, save_checkpoint=spec.save_checkpoint,
-                        system_metrics=spec.system_metrics,
+                        system_metrics=spec.system_metrics, verbose=sw.verbose,
                         num_threads=spec.num_threads or int(max(1, sw.resources["cpu"])), extra_tags=sw.extra_tags,
                         transfer=None if sw.source_path is None else
                         {**spec.transfer, "source_store": str(sw.source_path)})
@@ -349,14 +377,24 @@ def _tuner(sw: _Sweep, trainable, finished: dict, started: set, name: str):
         es["type"], spec.budget["epochs"], es["grace_epochs"], es["reduction_factor"], es["min_trials"],
         on_stop=MarkEarlyStopped(spec.tracking_uri, sw.exp_id, spec.hash))
     _write_state(sw.storage, name, {"sweep_id": sw.sweep_id, "parent_run_id": sw.parent_id, "spec_hash": spec.hash})
+    callbacks = [_progress(sw, searcher)] if sw.progress else []
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=len(searcher),
                                     max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
-            name=name, storage_path=sw.storage, verbose=1 if sw.progress else 0,
+            name=name, storage_path=sw.storage, verbose=1 if sw.verbose else 0, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+def _progress(sw: _Sweep, searcher):
+    """The live display of this invocation's trials (those the searcher will hand out)."""
+    from sweeps.progress import SweepProgress
+
+    n_train = {p.key: p.n_train for p in sw.points}
+    return SweepProgress([n_train[key] for key, _ in searcher.queue], sw.spec.budget["epochs"], _slots(sw.spec,
+                         sw.resources), stream=sys.stderr)
 
 
 def _tune(sw: _Sweep, restored, finished: dict, started: set, summary: dict, name: str | None = None) -> None:
@@ -368,6 +406,9 @@ def _tune(sw: _Sweep, restored, finished: dict, started: set, summary: dict, nam
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=_trial_context(sw)),
                                     {"cpu": sw.resources["cpu"], "gpu": sw.resources["gpu"]})
     _allow_pending(sw.spec, sw.resources)
+    # Tune's newer console output prints its configuration box and a TensorBoard hint even when told to be
+    # silent; its older one is silent at verbose=0 (our display shows progress instead)
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if sw.verbose else "0"
     status = record.FINISHED
     try:
         if restored is not None:
@@ -425,24 +466,31 @@ def _trials(sw: _Sweep) -> list[dict]:
     runs = record.trial_runs(sw.c, sw.exp_id, sw.spec.hash)
     return [{"key": r.data.tags.get(record.TRIAL_KEY), "status": r.info.status,
              "val_loss": r.data.metrics.get(record.VAL_LOSS), "run_id": r.info.run_id,
+             "subset": r.data.tags.get(record.SUBSET, "random"), "source_n": r.data.metrics.get("source_n"),
+             "failure_reason": r.data.tags.get(record.FAILURE_REASON),
              "order": (r.data.tags.get(record.ARCH, ""), r.data.metrics.get("n_params_target", 0),
                        r.data.metrics.get("n_train", 0), r.data.metrics.get("seed", 0),
                        r.data.metrics.get("trial_index", 0))} for r in runs]
 
 
-def _allow_pending(spec: Spec, resources: dict) -> None:
-    """Let Tune start as many trials at once as fit (it allows one pending trial for custom searchers)."""
+def _slots(spec: Spec, resources: dict) -> int:
+    """How many trials fit on the cluster at once."""
     import ray
 
-    # one checkpoint per epoch and trial is the design (resumable trials); Tune warns about it at every epoch
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     total = ray.cluster_resources()
     slots = total.get("CPU", 1) / max(resources["cpu"], 1e-9)
     if resources["gpu"]:
         slots = min(slots, max(total.get("GPU", 0), 1) / resources["gpu"])
     if spec.max_concurrent:
         slots = min(slots, spec.max_concurrent)
-    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, int(slots)))
+    return max(1, int(slots))
+
+
+def _allow_pending(spec: Spec, resources: dict) -> None:
+    """Let Tune start as many trials at once as fit (it allows one pending trial for custom searchers)."""
+    # one checkpoint per epoch and trial is the design (resumable trials); Tune warns about it at every epoch
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(_slots(spec, resources))
 
 
 def _local(storage: str) -> Path | None:
@@ -489,12 +537,42 @@ def _find_restorable(storage: str, prefix: str) -> tuple[str, dict] | None:
     return None
 
 
-def summary_table(summary: dict) -> str:
-    """Final losses per trial, sorted by key (printed after a sweep)."""
-    rows = sorted(summary.get("trials", []), key=lambda r: r["order"])
-    lines = [f"{'trial':<36} {'status':<9} {'val_loss':>10}"]
-    for r in rows:
-        v = r["val_loss"]
-        lines.append(f"{r['key']:<36} {r['status']:<9} {v:>10.4f}" if v is not None else
-                     f"{r['key']:<36} {r['status']:<9} {'-':>10}")
+def summary_table(summary: dict, per_trial: bool = False) -> str:
+    """What a sweep measured: the trials' statuses, then a grid of the validation loss (the best HPO trial per
+    seed, averaged over seeds) with a row per model (arch, N and variant) and a column per data size D; failed
+    trials are listed with their reason. ``per_trial``: one line per trial instead of the grid."""
+    from sweeps.spec import sci
+
+    trials = sorted(summary.get("trials", []), key=lambda r: r["order"])
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t["status"]] = states.get(t["status"], 0) + 1
+    lines = [f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))]
+    if per_trial:
+        lines.append(f"{'trial':<36} {'status':<9} {'val_loss':>10}")
+        lines += [f"{t['key']:<36} {t['status']:<9} " + (f"{t['val_loss']:>10.4f}" if t["val_loss"] is not None
+                                                            else f"{'-':>10}") for t in trials]
+        return "\n".join(lines)
+    best: dict[tuple, dict[int, dict[int, float]]] = {}  # row → D → seed → best val_loss
+    for t in trials:
+        arch, n, d, seed, _ = t["order"]
+        if t["status"] != record.FINISHED or t["val_loss"] is None:
+            continue
+        row = (arch, n, t.get("subset") or "random", t.get("source_n"))
+        seeds = best.setdefault(row, {}).setdefault(int(d), {})
+        seeds[int(seed)] = min(seeds.get(int(seed), float("inf")), t["val_loss"])
+    sizes = sorted({d for cols in best.values() for d in cols})
+    if sizes:
+        label = {row: f"{row[0]} N={sci(row[1])}" + (f" {row[2]}" if row[2] != "random" else "")
+                 + (f" S={int(row[3])}" if row[3] is not None else "") for row in best}
+        width = max(len(v) for v in label.values())
+        lines.append("val_loss (best of HPO, mean over seeds) by D:")
+        lines.append(f"{'':<{width}} " + " ".join(f"{d:>8}" for d in sizes))
+        for row in sorted(best):
+            cells = [best[row].get(d) for d in sizes]
+            lines.append(f"{label[row]:<{width}} " + " ".join(
+                f"{sum(c.values()) / len(c):>8.4f}" if c else f"{'-':>8}" for c in cells))
+    for t in trials:
+        if t["status"] == record.FAILED:
+            lines.append(f"FAILED {t['key']}: {t.get('failure_reason') or 'see its MLflow run'}")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ trainings. A trial whose run is already FINISHED returns at once: re-running nev
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -48,6 +49,7 @@ class TrialContext:
     stage: str = record.STAGE_GRID
     save_checkpoint: bool = False
     system_metrics: bool = True
+    verbose: bool = False  #: the workers' own log lines (Ray's "Checkpoint successfully created …")
     num_threads: int | None = None
     extra_tags: dict = field(default_factory=dict)
     transfer: dict | None = None  #: the spec's transfer section plus ``source_store`` (a transfer sweep)
@@ -148,6 +150,8 @@ class MarkEarlyStopped:
 def run_trial(config: dict, ctx: TrialContext) -> None:
     """Ray Tune function trainable (see the module docstring): open or resume the trial's run, check it, train."""
     trial = TrialConfig.from_dict(config)
+    if not ctx.verbose:  # a line per epoch and trial would bury the sweep's progress display
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
     c = tracking.client(ctx.tracking_uri)
     work = Path(tempfile.mkdtemp(prefix="matscale-trial-"))
     try:
@@ -311,9 +315,10 @@ def _log_result(c, run_id: str, result: dict, report: _Reporter, wall_s: float, 
                        params={"device": result["device"], "subset_sha": result["subset_sha"]})
     (work / "metrics.json").write_text(json.dumps(result, indent=1))
     mlflow.log_artifact(str(work / "metrics.json"))
-    if report.history:
+    if report.history:  # a PNG: the artifact viewer shows it as an image
         _learning_curve_png(report.history, work / "learning_curve.png")
         mlflow.log_artifact(str(work / "learning_curve.png"))
+    c.set_tag(run_id, record.NOTE, tracking.trial_note(numbers, record.VAL_LOSS))  # the UI's Description column
     if ctx.save_checkpoint:  # the best-validation model, loadable with gnn.train.load_model
         mlflow.log_artifact(str(export_best(work / CHECKPOINT, work / "best_model.pt")))
 
@@ -355,19 +360,47 @@ def _node_id() -> str:
 
 
 def _learning_curve_png(history: list[dict], path: Path) -> None:
+    """Train and validation loss per epoch, saved as a PNG (:func:`_learning_curve_figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = _learning_curve_figure(history)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _learning_curve_figure(history: list[dict]):
+    """The learning curve on a log loss axis with several labelled ticks whatever its range: evenly spaced plain
+    numbers within a decade (matplotlib's log ticks would label one power of ten, or none), 1-2-5 steps on wider
+    ranges."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [h["train_loss"] for h in history], label="train")
-    ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    curves = {"train": [h["train_loss"] for h in history], "validation": [h["val_loss"] for h in history]}
+    for label, values in curves.items():
+        ax.plot(epochs, values, marker="o" if len(epochs) < 15 else None, ms=3, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ys = [y for v in curves.values() for y in v if isinstance(y, (int, float)) and math.isfinite(y) and y > 0]
+    if ys:
+        ax.set_yscale("log")
+        lo, hi = min(ys), max(ys)
+        decades = math.log10(hi / lo)
+        if decades < 1:  # evenly spaced, with the digits that tell the ticks apart
+            ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins=6, min_n_ticks=4))
+            ax.yaxis.set_major_formatter(ticker.ScalarFormatter(useOffset=False))
+        else:
+            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)))
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_locator(ticker.NullLocator())
+    ax.grid(True, which="major", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig

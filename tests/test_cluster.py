@@ -278,6 +278,7 @@ def test_multi_node_run_with_token_auth_and_ray_job_submit(tmp_path):
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.slow  # the dry run builds the demo's store and times its models
 def test_run_script_finds_a_relative_spec_in_the_checkout(tmp_path):
     """`ray submit CLUSTER.yaml sweeps/run.py -- --spec sweeps/specs/X.yaml` runs the script from the home directory."""
     out = subprocess.run([sys.executable, str(ROOT / "sweeps" / "run.py"), "--spec", "sweeps/specs/demo.yaml",
