@@ -409,6 +409,9 @@ def _tune(sw: _Sweep, restored, finished: dict, started: set, summary: dict, nam
     # Tune's newer console output prints its configuration box and a TensorBoard hint even when told to be
     # silent; its older one is silent at verbose=0 (our display shows progress instead)
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if sw.verbose else "0"
+    # trials interrupted before their first epoch have no results: Tune warns per trial; MLflow says what ran
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.WARNING if sw.verbose else
+                                                                          logging.ERROR)
     status = record.FINISHED
     try:
         if restored is not None:

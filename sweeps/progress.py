@@ -44,6 +44,8 @@ class SweepProgress(Callback):
         self.start = clock()
         self.last_line = -LOG_EVERY_S  #: when the last log line was written (relative to start)
         self.started: dict[str, float] = {}  #: trial id → start time
+        self.done_ids: set[str] = set()  #: trials that completed (an interrupted one is not done)
+        self.failed_ids: set[str] = set()
         self.finished: list[tuple[float, float]] = []  #: (n_train × epochs run, seconds) of finished trials
         self.epochs_run: dict[str, int] = {}
         self.best_d: dict[int, float] = {}
@@ -66,7 +68,11 @@ class SweepProgress(Callback):
             self.best_d[d] = min(self.best_d.get(d, loss), loss)
             self.best_n[n] = min(self.best_n.get(n, loss), loss)
 
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.failed_ids.add(trial.trial_id)
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.done_ids.add(trial.trial_id)
         start = self.started.get(trial.trial_id)
         run = self.epochs_run.get(trial.trial_id, 0)
         if start is not None and run:
@@ -81,12 +87,15 @@ class SweepProgress(Callback):
     # --- the display ----------------------------------------------------------------------------------------
     def update(self, trials, final: bool = False) -> None:
         """Recount from Tune's trials and redraw (a terminal) or maybe write a line (a log)."""
-        status = [t.status for t in trials]
-        done, failed = status.count("TERMINATED"), status.count("ERROR")
-        running = status.count("RUNNING")
+        # a restored sweep's trials that ended in an earlier invocation are done; one this process started counts
+        # only once Tune says it completed (Ctrl-C also leaves trials TERMINATED)
+        self.done_ids |= {t.trial_id for t in trials if t.status == "TERMINATED" and t.trial_id not in self.started}
+        done, failed = len(self.done_ids), len(self.failed_ids)
+        running = sum(t.status == "RUNNING" and t.trial_id not in self.done_ids for t in trials)
         self.counts = {"done": done, "running": running, "failed": failed,
                        "pending": max(0, self.total - done - failed - running)}
-        ended = sum(int(t.config.get("n_train") or 1) * self.epochs for t in trials if t.status in ("TERMINATED", "ERROR"))
+        ended = sum(int(t.config.get("n_train") or 1) * self.epochs for t in trials
+                    if t.trial_id in self.done_ids or t.trial_id in self.failed_ids)
         partial = sum(int(t.config.get("n_train") or 1) * self.epochs_run.get(t.trial_id, 0) for t in trials
                       if t.status == "RUNNING")
         self.work_left = max(0.0, self.planned_work - ended - partial)

@@ -151,7 +151,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     """Ray Tune function trainable (see the module docstring): open or resume the trial's run, check it, train."""
     trial = TrialConfig.from_dict(config)
     if not ctx.verbose:  # a line per epoch and trial would bury the sweep's progress display
-        logging.getLogger("ray.train").setLevel(logging.WARNING)
+        for name in ("ray.train", "ray.tune.trainable"):  # "Checkpoint successfully created", "Restored on …"
+            logging.getLogger(name).setLevel(logging.WARNING)
     c = tracking.client(ctx.tracking_uri)
     work = Path(tempfile.mkdtemp(prefix="matscale-trial-"))
     try:

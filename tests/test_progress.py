@@ -68,8 +68,31 @@ def test_failed_trials_are_counted():
     p = SweepProgress([100, 100], 2, 2, stream=out, live=False, clock=clock)
     trials = [_trial(0, 100), _trial(1, 100)]
     trials[0].status, trials[1].status = "ERROR", "TERMINATED"
+    p.on_trial_error(0, trials, trials[0])
+    p.on_trial_complete(0, trials, trials[1])
     p.update(trials, final=True)
     assert "trials 2/2 done (0 running, 0 pending, 1 FAILED)" in out.getvalue()
+
+
+def test_an_interrupted_trial_is_not_done():
+    clock, out = Clock(), io.StringIO()
+    p = SweepProgress([100, 100], 2, 2, stream=out, live=False, clock=clock)
+    trials = [_trial(0, 100), _trial(1, 100)]
+    for t in trials:
+        p.on_trial_start(0, trials, t)
+    p.on_trial_complete(0, trials, trials[0])
+    trials[0].status = trials[1].status = "TERMINATED"  # Tune's status of a trial stopped by Ctrl-C too
+    p.update(trials, final=True)
+    assert "trials 1/2 done (0 running, 1 pending)" in out.getvalue()
+
+
+def test_a_restored_sweep_counts_what_ended_before():
+    clock, out = Clock(), io.StringIO()
+    p = SweepProgress([100, 100, 100], 2, 2, stream=out, live=False, clock=clock)
+    trials = [_trial(i, 100) for i in range(3)]
+    trials[0].status = "TERMINATED"  # finished in the interrupted invocation
+    p.update(trials)
+    assert "trials 1/3 done (0 running, 2 pending)" in out.getvalue()
 
 
 def test_duration():
