@@ -480,13 +480,10 @@ def _slots(spec: Spec, resources: dict) -> int:
     """How many trials fit on the cluster at once."""
     import ray
 
+    from sweeps.resources import slots
+
     total = ray.cluster_resources()
-    slots = total.get("CPU", 1) / max(resources["cpu"], 1e-9)
-    if resources["gpu"]:
-        slots = min(slots, max(total.get("GPU", 0), 1) / resources["gpu"])
-    if spec.max_concurrent:
-        slots = min(slots, spec.max_concurrent)
-    return max(1, int(slots))
+    return slots(spec, resources, cpus=total.get("CPU", 1), gpus=total.get("GPU", 0))
 
 
 def _allow_pending(spec: Spec, resources: dict) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gnn.errors import InputError
-from sweeps import record, tracking
+from sweeps import record, resources, tracking
 from sweeps.spec import Point, Spec, duration, sci
 
 PROBE_BATCHES = 3  #: training batches per probe epoch
@@ -293,7 +293,7 @@ def estimate(spec: Spec, points: list[Point], history: History, store: Path | No
         pre_s.append(None if r is None else r.seconds(p.source_n, pre["epochs"], pre["batch_size"]))
         pre_note.append("" if own is not None or r is None else "as fine-tuning")
 
-    slots = None if cannot else _slots(spec, res, gpus, cores)
+    slots = None if cannot else resources.slots(spec, res, cpus=cores, gpus=gpus)
     machine = f"{cores} cores" + (f", {gpus} GPU{'s' if gpus != 1 else ''}" if gpus else "")
     for model in models(points):
         how.setdefault(model, None)
@@ -353,16 +353,6 @@ def _method(history: History, how: dict, device: str, threads: int, probes: int,
                      f"{cannot or 'the store is not built yet'}"
                      + ("" if runs else f", and no finished runs to time from ({history.why_not})"))
     return lines
-
-
-def _slots(spec: Spec, res: dict, gpus: int, cores: int) -> int:
-    """Trials at once on this machine (as :func:`sweeps.driver._slots` counts them on a local Ray)."""
-    slots = cores / max(res["cpu"], 1e-9)
-    if res["gpu"]:
-        slots = min(slots, gpus / res["gpu"])
-    if spec.max_concurrent:
-        slots = min(slots, spec.max_concurrent)
-    return max(1, int(slots))
 
 
 def _pretrain_cached(spec: Spec, p: Point, store: Path, source: Path, threads: int) -> bool:

@@ -16,9 +16,9 @@ import sys
 import time
 from collections.abc import Callable
 
-import numpy as np
 from ray.tune import Callback
 
+from sweeps.estimate import fit_rates
 from sweeps.spec import duration, sci
 
 LOG_EVERY_S = 30.0  #: a progress line in a log at most this often
@@ -108,14 +108,8 @@ class SweepProgress(Callback):
 
     def cost_model(self) -> tuple[float, float] | None:
         """``(a, b)``: a trial takes ``a + b · work`` seconds, fitted to the finished ones (None before any)."""
-        if not self.finished:
-            return None
-        w, t = (np.array(v, float) for v in zip(*self.finished))
-        if len(w) >= 3 and np.ptp(w) > 0:
-            b, a = np.polyfit(w, t, 1)
-            if a >= 0 and b > 0:
-                return float(a), float(b)
-        return 0.0, float(t.sum() / w.sum())
+        rates = fit_rates(self.finished)
+        return None if rates is None else (rates.setup_s, rates.sample_s)
 
     def eta_s(self) -> float | None:
         """Seconds left, from the measured trial times; None before any trial finished."""

@@ -42,3 +42,13 @@ def trial_resources(spec, *, gpus: float, n_params: float | None = None,
     n = max(spec.n_params) if n_params is None else n_params
     need_gib = CONTEXT_GIB + BYTES_PER_PARAM * n / 2**30
     return {"cpu": 1, "gpu": min(1.0, SHARE * max(1, math.ceil(need_gib / gpu_memory / SHARE)))}
+
+
+def slots(spec, resources: dict, *, cpus: float, gpus: float) -> int:
+    """How many trials asking ``resources`` run at once on ``cpus`` and ``gpus`` (and ``spec.max_concurrent``)."""
+    n = cpus / max(resources["cpu"], 1e-9)
+    if resources["gpu"]:
+        n = min(n, max(gpus, 1) / resources["gpu"])
+    if spec.max_concurrent:
+        n = min(n, spec.max_concurrent)
+    return max(1, int(n))
