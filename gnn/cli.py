@@ -66,7 +66,7 @@ def _cmd_train(args) -> None:
     config = TrainConfig(data=args.data, arch=args.arch, n_params=args.n_params, targets=_targets(args.targets),
                          fraction=args.fraction, n_train=args.n_train, seed=args.seed, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                         patience=args.patience, cutoff=args.cutoff, device=args.device,
+                         patience=args.patience, cutoff=args.cutoff, device=args.device, precision=args.precision,
                          checkpoint_dir=args.checkpoint_dir, num_threads=args.threads,
                          loss_weights={"drude": args.drude_weight}, subset=args.subset, init_from=args.init_from,
                          strategy=args.strategy)
@@ -144,6 +144,9 @@ def register(sub) -> None:
     p.add_argument("--drude-weight", type=float, default=1.0, help="w in MAE(ε) + w·MAE(ω_D)")
     p.add_argument("--cutoff", type=float, default=DEFAULT_CUTOFF, help="graph cutoff in Å")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:K")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="bf16 mixed precision (geometry and output layers in fp32) or fp32; auto: bf16 on CUDA, "
+                        "fp32 elsewhere")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--checkpoint-dir", help="save a checkpoint every epoch here; resume from it if present")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")

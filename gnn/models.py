@@ -71,11 +71,11 @@ class CrystalGNN(nn.Module):
         self.scalars = [t for t in c.targets if t != SPECTRUM]
         self.heads = nn.ModuleDict()
         if SPECTRUM in c.targets:
-            self.heads[SPECTRUM] = MLP(w, w, 2 * c.n_points)
+            self.heads[SPECTRUM] = MLP(w, w, 2 * c.n_points, fp32_out=True)
             self.register_buffer("eps_mean", torch.zeros(2, c.n_points))
             self.register_buffer("eps_scale", torch.ones(2, 1))
         if self.scalars:
-            self.heads["scalars"] = MLP(w, w, len(self.scalars))
+            self.heads["scalars"] = MLP(w, w, len(self.scalars), fp32_out=True)
             self.register_buffer("scalar_mean", torch.zeros(len(self.scalars)))
             self.register_buffer("scalar_scale", torch.ones(len(self.scalars)))
 

@@ -40,8 +40,6 @@ SYMPREC = 0.25  #: Å; the synthetic metals are strained by ~2 %, which 0.1 Å r
 
 def parse(strategy: str, **where) -> tuple[str, tuple]:
     """``strategy`` → (kind, arguments); an unknown or malformed strategy is an :class:`InputError`."""
-    from pymatgen.core import Element
-
     parts = str(strategy).split(":")
     kind = parts[0]
     bad = InputError(f"unknown subset strategy {strategy!r}; choose random, stratified[:system|:elements], "
@@ -58,6 +56,8 @@ def parse(strategy: str, **where) -> tuple[str, tuple]:
         if rule == "system" and len(parts) == 3 and arg in SYSTEMS:
             return kind, (rule, arg)
         if rule in ("contains", "rich") and len(parts) <= (3 if rule == "contains" else 4):
+            from pymatgen.core import Element  # only here: training from a built store needs no pymatgen
+
             if not Element.is_valid_symbol(arg):
                 raise InputError(f"{arg!r} is not an element symbol (in {strategy!r})", **where)
             frac = 0.5

@@ -3,8 +3,10 @@
 The run reads a store (memory-mapped), takes the grouped split and the nested training subset (drawn by a
 coverage strategy, :mod:`gnn.subsets`), builds the model at the requested parameter count (optionally from a
 pretrained model, with a fine-tuning strategy: :mod:`gnn.finetune`) and trains it with AdamW, a linear
-warm-up then cosine schedule, gradient clipping and early stopping on the validation loss (bf16 autocast on
-CUDA). After every epoch it
+warm-up then cosine schedule, gradient clipping and early stopping on the validation loss, in the chosen
+precision (:mod:`gnn.precision`: bf16 autocast by default on CUDA, fp32 elsewhere). On a GPU the data stay on the
+device when they fit, else batches are prefetched; losses are summed on the device and checked once per epoch
+(no host sync per step; a NaN still ends the run within its epoch). After every epoch it
 calls ``callback(epoch, metrics, checkpoint_path)`` (the sweep reports through it) and, with a
 ``checkpoint_dir``, saves a checkpoint from which a restarted run resumes to the same result. The final
 metrics are those of the best-validation model on the validation and test splits.
@@ -24,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gnn import precision as precisions
 from gnn import subsets
-from gnn.defaults import DEFAULT_CUTOFF, DEFAULT_NUM_LAYERS, DEFAULT_SPLIT
+from gnn.defaults import DEFAULT_CUTOFF, DEFAULT_NUM_LAYERS, DEFAULT_SPLIT, RESIDENT_FRACTION
 from gnn.errors import InputError
 from gnn.finetune import freeze, load_pretrained, parse_strategy
-from gnn.loader import GraphData
+from gnn.loader import GraphData, prefetch
 from gnn.metrics import evaluate_arrays, loss_fn
 from gnn.models import ModelConfig, build_model, config_dict, model_from_config
 from gnn.splits import grouped_split
@@ -36,7 +39,8 @@ from gnn.store import Store
 
 CHECKPOINT = "checkpoint.pt"  #: the file name of a run's checkpoint in its ``checkpoint_dir``
 #: TrainConfig fields that change where and how fast a run computes, not what it computes
-RUNTIME_FIELDS = ("checkpoint_dir", "device", "num_threads", "eval_batch_size")
+RUNTIME_FIELDS = ("checkpoint_dir", "device", "num_threads", "eval_batch_size", "precision", "data_on_device",
+                  "device_share")
 
 
 class DivergedError(RuntimeError):
@@ -74,6 +78,9 @@ class TrainConfig:
     init_from: str | None = None  #: start from a pretrained model file (see gnn.transfer)
     strategy: str = "full"  #: which parameters fine-tuning trains: full, heads or freeze:K (with init_from)
     device: str = "auto"
+    precision: str = "auto"  #: fp32 | bf16 | auto (bf16 on CUDA): see gnn.precision
+    data_on_device: bool | None = None  #: keep the data on the GPU (None: when they fit, see RESIDENT_FRACTION)
+    device_share: float | None = None  #: the fraction of the GPU this run may use (a Ray GPU share; None: 1)
     checkpoint_dir: str | None = None
     num_threads: int | None = None
     eval_batch_size: int = 256
@@ -103,13 +110,22 @@ class TrainConfig:
         if (self.width is None) != (self.ffn_width is None):
             raise InputError("give both width and ffn_width, or neither", field="width")
         subsets.parse(self.subset, field="subset")
+        precisions.check(self.precision)
+        if self.device_share is not None and not 0 < self.device_share <= 1:
+            raise InputError(f"must be in (0, 1], got {self.device_share}", field="device_share")
         parse_strategy(self.strategy, self.num_layers, field="strategy")
 
 
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r} (auto, cpu, cuda or cuda:K)", field="device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r}: CUDA is not available here", field="device")
+    return device
 
 
 def _seed_everything(seed: int) -> None:
@@ -130,22 +146,25 @@ def _schedule(total_steps: int, warmup_frac: float) -> Callable[[int], float]:
     return factor
 
 
-def _to(batch, device):
-    return batch.to(device, non_blocking=True) if device.type != "cpu" else batch
+def _batches(data: GraphData, device: torch.device, idx: np.ndarray, batch_size: int, **order):
+    """``data``'s batches on ``device``: made there (data on the device, or the CPU), else prefetched."""
+    batches = data.batches(idx, batch_size, **order)
+    return batches if data.device == device else prefetch(batches, device)
 
 
 @torch.no_grad()
 def evaluate(model, data: GraphData, idx: np.ndarray, device: torch.device, weights: dict[str, float],
-             omega_ev, batch_size: int = 256) -> dict[str, float]:
-    """Metrics (see :mod:`gnn.metrics`) of ``model`` on the structures ``idx``."""
+             omega_ev, batch_size: int = 256, precision: str = "fp32") -> dict[str, float]:
+    """Metrics (see :mod:`gnn.metrics`) of ``model`` on the structures ``idx`` (``precision`` resolved:
+    fp32 or bf16)."""
     model.eval()
     preds: dict[str, list] = {t: [] for t in data.targets}
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        for batch in data.batches(idx, batch_size):
-            out = model(_to(batch, device))
+    with precisions.autocast(precision, device):
+        for batch in _batches(data, device, idx, batch_size):
+            out = model(batch)
             for t in data.targets:
-                preds[t].append(out[t].float().cpu().numpy())
-    pred = {t: np.concatenate(v) for t, v in preds.items()}
+                preds[t].append(out[t].float())
+    pred = {t: torch.cat(v).cpu().numpy() for t, v in preds.items()}  # one copy to the host per target
     true = {t: data.y[t][torch.as_tensor(idx)].numpy() for t in data.targets}
     return evaluate_arrays(pred, true, weights, omega_ev)
 
@@ -179,6 +198,7 @@ class _Run:
     cfg: TrainConfig
     data: _Data
     device: torch.device
+    precision: str  #: resolved: fp32 or bf16
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -190,7 +210,7 @@ class _Run:
     def evaluate(self, split: str) -> dict[str, float]:
         idx = self.data.split[split]
         return evaluate(self.model, self.data.graphs, idx, self.device, self.data.weights, self.data.omega_ev,
-                        self.cfg.eval_batch_size)
+                        self.cfg.eval_batch_size, self.precision)
 
 
 @dataclass
@@ -247,7 +267,10 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None]
     t_start = time.perf_counter()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    run = _setup(cfg, _prepare_data(cfg))
+    device = _device(cfg.device)
+    if device.type == "cuda":  # the peak of this run, not of earlier trials in the same worker
+        torch.cuda.reset_peak_memory_stats(device)
+    run = _setup(cfg, _on_device(_prepare_data(cfg), cfg, device), device)
     state = _resume(run)
     elapsed_before = state.elapsed_s
 
@@ -290,9 +313,22 @@ def _prepare_data(cfg: TrainConfig) -> _Data:
     return _Data(store, graphs, targets, weights, split, train_idx)
 
 
-def _setup(cfg: TrainConfig, data: _Data) -> _Run:
+def _on_device(data: _Data, cfg: TrainConfig, device: torch.device) -> _Data:
+    """``data`` with its graphs on a GPU ``device`` when ``cfg.data_on_device`` says so or (None) when they take at
+    most :data:`RESIDENT_FRACTION` of the run's share of the GPU's memory."""
+    resident = cfg.data_on_device
+    if device.type == "cpu" or resident is False:
+        return data
+    if resident is None:
+        budget = torch.cuda.get_device_properties(device).total_memory * (cfg.device_share or 1.0)
+        resident = data.graphs.nbytes <= RESIDENT_FRACTION * budget
+    if resident:
+        data.graphs = data.graphs.to(device)
+    return data
+
+
+def _setup(cfg: TrainConfig, data: _Data, device: torch.device) -> _Run:
     """Seed, build the model (from ``init_from`` with its strategy, if given), the optimiser and the schedule."""
-    device = _device(cfg.device)
     _seed_everything(cfg.seed)
     omega_ev = data.omega_ev
     n_points = None if omega_ev is None else len(omega_ev)
@@ -314,7 +350,7 @@ def _setup(cfg: TrainConfig, data: _Data) -> _Run:
                                                                                    cfg.epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total_steps, cfg.warmup_frac))
     ckpt_path = Path(cfg.checkpoint_dir) / CHECKPOINT if cfg.checkpoint_dir else None
-    return _Run(cfg, data, device, model, optimizer, scheduler, total_steps, n_trainable, len(transferred),
+    return _Run(cfg, data, device, precisions.resolve(cfg.precision, device), model, optimizer, scheduler, total_steps, n_trainable, len(transferred),
                 ckpt_path)
 
 
@@ -322,7 +358,8 @@ def _resume(run: _Run) -> LoopState:
     """The state of the run's checkpoint (model, optimiser and schedule restored from it), or a fresh one."""
     if run.ckpt_path is None or not run.ckpt_path.exists():
         return LoopState()
-    ckpt = torch.load(run.ckpt_path, map_location=run.device, weights_only=False)
+    ckpt = torch.load(run.ckpt_path, map_location="cpu", weights_only=False)  # best_state stays on the CPU;
+    # load_state_dict copies the weights and the optimiser's moments onto the model's device
     if ckpt["config"] != _resume_key(run.cfg):
         raise InputError("checkpoint was written by a different configuration", file=run.ckpt_path, field="config")
     run.model.load_state_dict(ckpt["model"])
@@ -335,6 +372,8 @@ def _epoch(run: _Run, state: LoopState, epoch: int) -> dict:
     """Train one epoch, validate, update the best model and early stopping; returns the epoch's metrics."""
     t_epoch = time.perf_counter()
     total, count = _train_epoch(run, state, epoch)
+    if not math.isfinite(total):
+        raise DivergedError(f"loss is {total} at epoch {epoch} (its summed training loss, by step {state.step})")
     state.train_time_s += time.perf_counter() - t_epoch
     state.samples += count
     val = run.evaluate("val")
@@ -355,25 +394,24 @@ def _train_epoch(run: _Run, state: LoopState, epoch: int) -> tuple[float, int]:
     cfg, model = run.cfg, run.model
     model.train()
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-    total, count = 0.0, 0
+    total = torch.zeros((), dtype=torch.float64, device=run.device)  # summed on the device: no sync per step
+    count = 0
     t_data = time.perf_counter()
-    for batch in run.data.graphs.batches(run.data.train_idx, cfg.batch_size, shuffle=True, generator=gen):
-        batch = _to(batch, run.device)
+    for batch in _batches(run.data.graphs, run.device, run.data.train_idx, cfg.batch_size, shuffle=True,
+                          generator=gen):
         state.data_time_s += time.perf_counter() - t_data
-        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
+        with precisions.autocast(run.precision, run.device):
             pred = model(batch)
         loss = loss_fn(pred, batch, run.data.weights)
-        if not torch.isfinite(loss):
-            raise DivergedError(f"loss is {loss.item()} at epoch {epoch}, step {state.step}")
         _optimizer_step(run, loss)
         state.step += 1
         n = batch.num_graphs
-        total += loss.item() * n
+        total += loss.detach().double() * n
         count += n
         t_data = time.perf_counter()
         if state.step >= run.total_steps:
             break
-    return total, count
+    return total.item(), count
 
 
 def _optimizer_step(run: _Run, loss: torch.Tensor) -> None:
@@ -409,7 +447,7 @@ def _final_metrics(run: _Run, state: LoopState, elapsed: Callable[[], float]) ->
         "samples_per_s": state.samples / train_time,
         "data_time_frac": state.data_time_s / train_time,
         "peak_memory_mb": _peak_memory_mb(run.device),
-        "device": str(run.device), "n_trainable": run.n_trainable, "n_transferred_tensors": run.n_transferred,
+        "device": str(run.device), "precision": run.precision, "n_trainable": run.n_trainable, "n_transferred_tensors": run.n_transferred,
         "trained_with": _trained_with(run.optimizer, run.cfg),
         **subsets.subset_stats(data.store, data.train_idx),
         "subset_sha": subsets.subset_sha(data.store, data.train_idx),

@@ -224,11 +224,27 @@ def _log_model_size(c, run, trial: TrialConfig, ctx: TrialContext) -> None:
                                                    "ffn_width": model.config.ffn_width})
 
 
+def trial_device() -> tuple[str, float | None]:
+    """Where a trial trains: ``("cuda", share)`` only when Ray assigned it a GPU (``ray.get_gpu_ids()``; ``share``:
+    its fraction of that GPU), else ``("cpu", None)`` — a trial with ``gpu: 0`` never touches a GPU, even on a GPU
+    node. Outside Ray: ``("auto", None)``."""
+    import ray
+
+    if not ray.is_initialized():
+        return "auto", None
+    if not ray.get_gpu_ids():
+        return "cpu", None
+    share = ray.get_runtime_context().get_assigned_resources().get("GPU")
+    return "cuda", min(1.0, share) if share else None
+
+
 def _train_config(trial: TrialConfig, ctx: TrialContext, work: Path):
-    """The :class:`gnn.train.TrainConfig` of a trial (its checkpoints in ``work``)."""
+    """The :class:`gnn.train.TrainConfig` of a trial (its checkpoints in ``work``), on the device Ray gave it."""
     from gnn.train import TrainConfig
 
+    device, share = trial_device()
     return TrainConfig(
+        device=device, device_share=share, precision=ctx.budget.get("precision", "auto"),
         data=ctx.store, arch=trial.arch, n_params=trial.n_params, targets=ctx.targets, n_train=trial.n_train,
         seed=trial.seed, epochs=ctx.budget["epochs"], max_steps=ctx.budget.get("max_steps"),
         patience=ctx.budget.get("patience"), loss_weights=ctx.loss_weights, cutoff=ctx.cutoff,
@@ -313,7 +329,8 @@ def _log_result(c, run_id: str, result: dict, report: _Reporter, wall_s: float, 
 
     numbers = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tracking.log_batch(c, run_id, metrics={**numbers, **report.per_report(), "trial_wall_time_s": wall_s},
-                       params={"device": result["device"], "subset_sha": result["subset_sha"]})
+                       params={"device": result["device"], "precision": result["precision"],
+                               "subset_sha": result["subset_sha"]})
     (work / "metrics.json").write_text(json.dumps(result, indent=1))
     mlflow.log_artifact(str(work / "metrics.json"))
     if report.history:  # a PNG: the artifact viewer shows it as an image
@@ -334,7 +351,8 @@ def _pretrain_finetune(c, run_id: str, trial: TrialConfig, ctx: TrialContext, ta
     source = TrainConfig(data=t["source_store"], arch=trial.arch, targets=t["source_targets"],
                          n_train=trial.source_n, seed=trial.seed, epochs=pre["epochs"], lr=pre["lr"],
                          batch_size=pre["batch_size"], weight_decay=pre["weight_decay"], patience=pre["patience"],
-                         cutoff=ctx.cutoff, num_threads=ctx.num_threads)
+                         cutoff=ctx.cutoff, num_threads=ctx.num_threads, device=target_config.device,
+                         device_share=target_config.device_share, precision=target_config.precision)
     logged = _logged_steps(c, run_id, record.PRETRAIN_EPOCH + record.VAL_LOSS)  # a retry pretrains again: no step twice
 
     def log_pretrain(epoch: int, metrics: dict, _ckpt) -> None:
