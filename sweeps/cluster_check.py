@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,128 @@ import yaml
 
 from gnn.errors import InputError
 
+#: the GPU of AWS instance families (``g5.xlarge`` → ``g5``), as :data:`sweeps.resources.ACCELERATOR_GIB` names it
+AWS_FAMILIES = {"g4dn": "T4", "p3": "V100", "p3dn": "V100", "g5": "A10G", "g6": "L4", "gr6": "L4", "g6e": "L40S",
+                "p4d": "A100-40G", "p4de": "A100-80G", "p5": "H100", "p5e": "H200", "p5en": "H200"}
+#: the GPU of GCP ``guestAccelerators[].acceleratorType`` values
+GCP_ACCELERATORS = {"nvidia-tesla-t4": "T4", "nvidia-tesla-v100": "V100", "nvidia-l4": "L4",
+                    "nvidia-tesla-a100": "A100-40G", "nvidia-a100-80gb": "A100-80G", "nvidia-h100-80gb": "H100",
+                    "nvidia-h100-mega-80gb": "H100", "nvidia-h200-141gb": "H200"}
+#: the GPU of GCP machine types that come with theirs (no guestAccelerators needed), by name prefix
+GCP_MACHINES = {"g2-": "L4", "a2-highgpu-": "A100-40G", "a2-megagpu-": "A100-40G", "a2-ultragpu-": "A100-80G",
+                "a3-ultragpu-": "H200", "a3-": "H100"}
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  #: where ``ray up`` leaves the cluster config on the head
 COMMAND_KEYS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
                 "head_start_ray_commands", "worker_start_ray_commands")
 REMOTE = ("s3://", "gs://", "gcs://", "abfss://")
 SETTINGS = {"--tracking-uri": "MLFLOW_TRACKING_URI", "--storage": "MATSCALE_STORAGE", "--shared": "MATSCALE_SHARED"}
+
+
+@dataclass
+class NodeType:
+    """One entry of a launcher config's ``available_node_types``, as trials see it."""
+
+    name: str
+    cpu: float
+    gpu: float
+    max_workers: int  #: the most nodes of this type (the head: 1)
+    accelerator: str | None  #: the GPU type: a ``accelerator_type:NAME`` resource, else the instance's, else None
+    declared: str | None = None  #: the ``accelerator_type:NAME`` resource, where the config names one
+    instance: str | None = None  #: the GPU type the node_config implies (instance family, guestAccelerators)
+    head: bool = False
+
+
+def node_types(config: dict) -> list[NodeType]:
+    """The node types of a cluster-launcher config (as written, or prepared by Ray: ``~/ray_bootstrap_config.yaml``
+    on the head): CPUs and GPUs from each type's ``resources``, the GPU type from an ``accelerator_type:NAME``
+    resource, else from the node_config (AWS ``InstanceType`` family: :data:`AWS_FAMILIES`; GCP
+    ``guestAccelerators`` or machine type: :data:`GCP_ACCELERATORS`, :data:`GCP_MACHINES`). The driver (under
+    ``MATSCALE_AUTOSCALE=1``) and ``matscale cluster check`` both read them here."""
+    head = config.get("head_node_type")
+    cap = config.get("max_workers")  # the most workers of all types together
+    out = []
+    for name, t in (config.get("available_node_types") or {}).items():
+        if not isinstance(t, dict):
+            continue
+        res = t.get("resources") or {}
+        declared = next((str(k).split(":", 1)[1] for k in res if str(k).startswith("accelerator_type:")), None)
+        instance = _instance_gpu(t.get("node_config") or {})
+        out.append(NodeType(name=str(name), cpu=float(res.get("CPU", 0) or 0), gpu=float(res.get("GPU", 0) or 0),
+                            max_workers=(1 if name == head else min(int(t.get("max_workers", 0) or 0),
+                                                                        int(cap) if cap is not None else 1 << 30)),
+                            accelerator=declared or instance, declared=declared, instance=instance,
+                            head=name == head))
+    return out
+
+
+def _instance_gpu(node_config: dict) -> str | None:
+    """The GPU type a node_config implies, or None (no GPU, or a type not in the tables)."""
+    aws = node_config.get("InstanceType")
+    if isinstance(aws, str):
+        return AWS_FAMILIES.get(aws.split(".", 1)[0])
+    for acc in node_config.get("guestAccelerators") or []:
+        kind = str((acc or {}).get("acceleratorType", "")).rsplit("/", 1)[-1]  # also a full resource URL
+        if kind in GCP_ACCELERATORS:
+            return GCP_ACCELERATORS[kind]
+    machine = str(node_config.get("machineType", "")).rsplit("/", 1)[-1]
+    return next((gpu for prefix, gpu in GCP_MACHINES.items() if machine.startswith(prefix)), None)
+
+
+def read_node_types(path: str | Path) -> list[NodeType]:
+    """:func:`node_types` of the launcher config at ``path``; an :class:`InputError` naming it if it cannot be
+    read or is not a launcher config."""
+    path = Path(path).expanduser()
+    try:
+        config = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InputError("no such cluster config", file=path) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read the cluster config ({type(exc).__name__})", file=path) from None
+    if not isinstance(config, dict) or not isinstance(config.get("available_node_types"), dict):
+        raise InputError("not a Ray cluster-launcher config (no available_node_types)", file=path,
+                         field="available_node_types")
+    return node_types(config)
+
+
+def cluster_config_path() -> tuple[Path, bool]:
+    """The autoscaler's config: ``$MATSCALE_CLUSTER_CONFIG`` (True: named explicitly), else
+    :data:`BOOTSTRAP_CONFIG` (``ray up`` writes it on the head)."""
+    env = os.environ.get("MATSCALE_CLUSTER_CONFIG")
+    return Path(env or BOOTSTRAP_CONFIG).expanduser(), bool(env)
+
+
+def autoscaler_node_types() -> tuple[Path, list[NodeType] | None]:
+    """The autoscaler's config (:func:`cluster_config_path`) and its node types (None: no config here)."""
+    path, explicit = cluster_config_path()
+    return path, (read_node_types(path) if explicit or path.exists() else None)
+
+
+def sweep_gpus(spec, cluster_resources: dict | None = None):
+    """The GPUs trials of ``spec`` may use (:func:`sweeps.resources.cluster_gpus`): Ray's ``cluster_resources``, or
+    this machine's GPUs (torch) where there is no Ray cluster (a dry run, which plans for ``resources.gpu_type``
+    whether there are GPUs or not); with ``MATSCALE_AUTOSCALE=1`` also the autoscaler's node types
+    (:func:`cluster_config_path`: a missing file named by ``MATSCALE_CLUSTER_CONFIG`` is an error, a missing
+    bootstrap config is no config)."""
+    from sweeps import resources
+
+    memory = None
+    if cluster_resources is None:
+        cluster_resources = {}
+        if resources.is_auto(spec) or (isinstance(spec.resources, dict) and spec.resources.get("gpu")):
+            import torch
+
+            if torch.cuda.is_available() and torch.cuda.device_count():
+                n = torch.cuda.device_count()
+                cluster_resources["GPU"] = n
+                memory = min(torch.cuda.get_device_properties(i).total_memory for i in range(n)) / 2**30
+    planning = not cluster_resources  # a dry run: gpu_type names GPUs to plan for, there or not
+    autoscale = resources.autoscaling()
+    path, types = autoscaler_node_types() if autoscale else (None, None)
+    gpus = resources.cluster_gpus(spec, cluster_resources, autoscale=autoscale, node_types=types, config=path,
+                                  memory_gib=memory, planning=planning)
+    if planning:
+        gpus.where = gpus.where.replace("the Ray cluster", "this machine")
+    return gpus
 
 
 def check_file(path: str | Path, spec=None) -> list[str]:
@@ -93,8 +212,10 @@ def _check_launcher(path: Path, raw: dict, spec) -> list[str]:
         _check_multi_node(path, settings, auth=any("RAY_AUTH_MODE=token" in c or "node-setup.sh" in c
                                                    for c in commands))
         notes.append("multi-node: token auth, tracking server and shared storage ok")
+    types = node_types(config)
+    _check_accelerators(path, types)
     if spec is not None:
-        notes.append(_check_fit(path, spec, workers, local))
+        notes.append(_check_fit(path, spec, workers, local, types))
     return notes
 
 
@@ -176,10 +297,38 @@ def _trial_resources(spec) -> tuple[float, float]:
     return float(r["cpu"]), float(r["gpu"])
 
 
-def _check_fit(path: Path, spec, workers: dict, local: bool) -> str:
-    cpu, gpu = _trial_resources(spec)
+def _check_accelerators(path: Path, types: list[NodeType]) -> None:
+    """A node type's ``accelerator_type:NAME`` must be a known GPU and the one its instance has (a changed
+    InstanceType whose resource was left behind would size GPU shares for the wrong card)."""
+    from sweeps.resources import ACCELERATOR_GIB
+
+    for t in types:
+        if t.declared and t.gpu and t.declared not in ACCELERATOR_GIB:
+            raise InputError(f"unknown GPU type accelerator_type:{t.declared} (known: {', '.join(ACCELERATOR_GIB)})",
+                             file=path, field=f"available_node_types.{t.name}.resources")
+        if t.declared and t.instance and t.declared != t.instance:
+            raise InputError(f"resources name accelerator_type:{t.declared} but the node_config's instance has "
+                             f"{t.instance} GPUs: change one to match", file=path,
+                             field=f"available_node_types.{t.name}.resources")
+
+
+def _check_fit(path: Path, spec, workers: dict, local: bool, types: list[NodeType] | None = None) -> str:
+    """A worker type holds one trial; with GPU workers, the packing of the spec's models on their GPU."""
+    from sweeps import resources
+
     if local:
+        cpu, gpu = _trial_resources(spec)
         return f"on-prem: Ray detects each machine's CPUs/GPUs at `ray start`; the spec asks {cpu:g} CPU, {gpu:g} GPU"
+    types = [t for t in types or [] if t.name in workers]
+    gpu_types = [t for t in types if t.gpu]
+    if gpu_types or resources.gpu_type(spec):
+        gpus = resources.cluster_gpus(spec, {}, autoscale=True, node_types=types, config=path)
+        if gpu_types and not resources.gpu_type(spec):
+            gpus.where = "worker type " + ", ".join(t.name for t in gpu_types)
+    else:
+        gpus = resources.GPUs(0, resources.GPU_MEMORY_GIB, None, "")
+    res = resources.trial_resources(spec, gpus=gpus.count, gpu_memory=gpus.memory_gib, gpu_name=gpus.name)
+    cpu, gpu = float(res["cpu"]), float(res["gpu"])
     fits = [n for n, t in workers.items()
             if float(t.get("resources", {}).get("CPU", 0)) >= cpu and float(t.get("resources", {}).get("GPU", 0)) >= gpu]
     if not fits:
@@ -187,7 +336,9 @@ def _check_fit(path: Path, spec, workers: dict, local: bool) -> str:
         raise InputError(f"no worker type can hold one trial of {spec.path} ({need}); add a GPU worker type with "
                          "resources: {CPU: …, GPU: …}" if gpu else f"no worker type has {need}", file=path,
                          field="available_node_types")
-    return f"trials ({cpu:g} CPU, {gpu:g} GPU) fit worker types {', '.join(fits)}"
+    note = f"trials ({cpu:g} CPU, {gpu:g} GPU) fit worker types {', '.join(fits)}"
+    packing = resources.packing_lines(spec, res, gpus) if gpu and gpu_types else []
+    return note + "".join("\n  " + line for line in packing)
 
 
 # --------------------------------------------------------------------------------------------- KubeRay manifests

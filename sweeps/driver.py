@@ -139,23 +139,37 @@ def _check_source(spec: Spec, points: list) -> None:
 
 
 def trial_resources(spec: Spec, n_params: float | None = None) -> dict:
-    """Ray resources of one trial on the connected cluster (:func:`sweeps.resources.trial_resources`)."""
+    """Ray resources of one trial on the connected cluster (:func:`sweeps.resources.trial_resources`): ``auto``
+    sized for the cluster's GPUs, or with ``MATSCALE_AUTOSCALE=1`` for those its autoscaler may add
+    (:func:`sweeps.cluster_check.sweep_gpus`), on the structures of the sweep's store."""
     import ray
 
     from sweeps import resources
+    from sweeps.cluster_check import sweep_gpus
 
-    total = ray.cluster_resources()
-    return resources.trial_resources(spec, gpus=total.get("GPU", 0), n_params=n_params,
-                                     gpu_memory=resources.gpu_memory_gib(total))
+    gpus = sweep_gpus(spec, ray.cluster_resources())
+    store = store_location(spec)
+    return resources.trial_resources(spec, gpus=gpus.count, n_params=n_params, gpu_memory=gpus.memory_gib,
+                                     gpu_name=gpus.name, store=store if (store / "meta.json").exists() else None)
 
 
 def _check_cluster(spec: Spec, resources: dict) -> None:
+    """A node can hold one trial; autoscaling (``MATSCALE_AUTOSCALE=1``), a node type of the cluster config can
+    (where the config is there: :func:`sweeps.cluster_check.cluster_config_path`)."""
     import ray
+
+    from sweeps.cluster_check import autoscaler_node_types
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     most_gpus = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
     most_cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
     autoscale = os.environ.get("MATSCALE_AUTOSCALE") == "1"  # GPU workers may start later (min_workers: 0)
+    if autoscale:
+        path, types = autoscaler_node_types()
+        if types and not any(t.cpu >= resources["cpu"] and t.gpu >= resources["gpu"] for t in types):
+            need = f"{resources['cpu']:g} CPU" + (f" and {resources['gpu']:g} GPU" if resources["gpu"] else "")
+            raise InputError(f"asks for {need} per trial; no node type of the cluster config {path} has that",
+                             file=spec.path, field="resources")
     if resources["gpu"] > most_gpus and not autoscale:
         raise InputError(f"asks for {resources['gpu']:g} GPUs per trial; the largest node has {most_gpus:g} "
                          "(set MATSCALE_AUTOSCALE=1 on autoscaling clusters)", file=spec.path, field="resources.gpu")
@@ -269,6 +283,10 @@ def _plan(spec: Spec, out) -> dict:
     points = check_against_store(spec, store_path)[1] if store_path else spec.points()
     times = estimate.estimate(spec, points, history, store_path, source_path, out=out)
     print(plan_table(spec, points, store_path is not None, times), file=out)
+    if times.gpus is not None:  # GPU trials: each model's memory and share, and what the sweep asks
+        from sweeps.resources import packing_lines
+
+        print("\n".join(packing_lines(spec, times.resources, times.gpus, store=store_path)), file=out)
     return {"planned": len(points) * spec.hpo["trials_per_point"], "spec_hash": spec.hash,
             "trial_seconds": times.trial_s, "pretrain_seconds": times.pretrain_s}  # per point, None: unknown
 
@@ -477,13 +495,21 @@ def _trials(sw: _Sweep) -> list[dict]:
 
 
 def _slots(spec: Spec, resources: dict) -> int:
-    """How many trials fit on the cluster at once."""
+    """How many trials fit on the cluster at once; autoscaling, on the most nodes its config allows (the head may
+    have no CPUs and GPU workers none yet, yet Tune must keep enough trials pending for the autoscaler to add them)."""
     import ray
 
+    from sweeps.cluster_check import autoscaler_node_types
     from sweeps.resources import slots
 
     total = ray.cluster_resources()
-    return slots(spec, resources, cpus=total.get("CPU", 1), gpus=total.get("GPU", 0))
+    cpus, gpus = total.get("CPU", 1), total.get("GPU", 0)
+    if os.environ.get("MATSCALE_AUTOSCALE") == "1":
+        _, types = autoscaler_node_types()
+        if types:
+            cpus = max(cpus, sum(t.cpu * t.max_workers for t in types))
+            gpus = max(gpus, sum(t.gpu * t.max_workers for t in types))
+    return slots(spec, resources, cpus=cpus, gpus=gpus)
 
 
 def _allow_pending(spec: Spec, resources: dict) -> None:

@@ -163,17 +163,27 @@ def batch_size(space: dict) -> tuple[int, str]:
     return low, f"batch size {low}, the smallest hpo.space.batch_size may draw (the slowest per sample)"
 
 
-def resources_here(spec: Spec) -> tuple[dict, int, int]:
-    """(what one trial asks for, GPUs on this machine, cores here)."""
-    from sweeps.resources import trial_resources
-
+def resources_here(spec: Spec, store: Path | None = None) -> tuple[dict, int, int]:
+    """(what one trial asks for, GPUs on this machine, cores here). ``auto`` is sized for this machine's GPUs, or
+    with ``MATSCALE_AUTOSCALE=1`` for the autoscaler's (:func:`trial_gpus`); ``store``: count the structures'
+    edges there."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     gpus = 0
-    if spec.resources == "auto" or spec.resources["gpu"]:
+    if resources.is_auto(spec) or spec.resources["gpu"]:
         import torch
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return trial_resources(spec, gpus=gpus), gpus, cores
+    g = trial_gpus(spec)
+    return resources.trial_resources(spec, gpus=g.count, gpu_memory=g.memory_gib, gpu_name=g.name,
+                                     store=store), gpus, cores
+
+
+def trial_gpus(spec: Spec) -> resources.GPUs:
+    """The GPUs the sweep's trials would get (:func:`sweeps.cluster_check.sweep_gpus` without a Ray cluster: this
+    machine's, or the autoscaler's config's; ``resources.gpu_type`` counts as GPUs to plan for)."""
+    from sweeps.cluster_check import sweep_gpus
+
+    return sweep_gpus(spec, None)
 
 
 def cannot_time_here(spec: Spec) -> str | None:
@@ -236,13 +246,14 @@ class Times:
     slots: int | None  #: trials at once on this machine (None: it cannot run them)
     machine: str  #: this machine, in words ("2 cores", "1 GPU, 16 cores")
     notes: list = field(default_factory=list)  #: where the times come from, and their caveats
+    gpus: resources.GPUs | None = None  #: the GPUs trials would get (GPU trials: the packing of the dry run)
 
 
 def estimate(spec: Spec, points: list[Point], history: History, store: Path | None, source: Path | None,
              out=None) -> Times:
     """The :class:`Times` of ``points``: rates from ``history`` where it has the model, else timed here on
     ``store`` (and ``source`` for pretraining); ``out`` gets one line before the timing starts."""
-    res, gpus, cores = resources_here(spec)
+    res, gpus, cores = resources_here(spec, store)
     cannot = cannot_time_here(spec)
     device = "cuda" if res["gpu"] and gpus else "cpu"
     threads = spec.num_threads or int(max(1, res["cpu"]))
@@ -305,7 +316,7 @@ def estimate(spec: Spec, points: list[Point], history: History, store: Path | No
     if jobs and device == "cpu" and share < 0.8:
         notes.append(f"this machine was busy while timing (load {load:.1f} on {cores} cores): the timing runs got "
                      f"{100 * share:.0f}% of their cores, so on idle cores trials take about that share of these times")
-    return Times(trial_s, pre_s, pre_note, res, slots, machine, notes)
+    return Times(trial_s, pre_s, pre_note, res, slots, machine, notes, trial_gpus(spec) if res["gpu"] else None)
 
 
 def _pretrainings(spec: Spec, points: list[Point], store: Path | None, source: Path | None,

@@ -15,12 +15,12 @@ training budget, the HPO search (Optuna, one study per scaling point) and the re
       data_fractions: [0.125, 0.25, 0.5, 1.0]   # or  n_train: [250, 500, 1000]
       n_params: [1.0e4, 3.0e4]
       seeds: [0]
-    budget: {epochs: 8, patience: 4}
+    budget: {epochs: 8, patience: 4}            # also precision: fp32 | bf16 | auto (bf16 on CUDA, the default)
     hpo:
       trials_per_point: 2
       space: {lr: {log_uniform: [3.0e-4, 3.0e-3]}, batch_size: {choice: [16, 32]}}
       early_stopping: {type: asha, grace_epochs: 2}              # or median, or none
-    resources: {cpu: 1, gpu: 0}                                   # or auto
+    resources: {cpu: 1, gpu: 0}              # or auto, or {gpu: auto, gpu_type: L4} (sized to the model)
     tracking_uri: sqlite:///runs/demo/mlflow.db
     storage_path: runs/demo/ray
 
@@ -58,7 +58,7 @@ from typing import Any
 
 import yaml
 
-from gnn.defaults import DEFAULT_CUTOFF, DEFAULT_POINTS
+from gnn.defaults import DEFAULT_CUTOFF, DEFAULT_POINTS, PRECISIONS
 from gnn.errors import InputError
 from sweeps.record import SEARCHABLE, trial_key
 from sweeps.tracking import DEFAULT_URI
@@ -72,10 +72,10 @@ IMPORT_KEYS = {"kind", "src", "targets", "points", "min_distance"}
 AXES_KEYS = {"n_train", "target_n", "data_fractions", "n_params", "seeds", "subset", "source_n"}
 TRANSFER_KEYS = {"source", "source_targets", "strategy", "pretrain"}
 PRETRAIN_KEYS = {"epochs", "lr", "batch_size", "weight_decay", "patience"}
-BUDGET_KEYS = {"epochs", "max_steps", "patience"}
+BUDGET_KEYS = {"epochs", "max_steps", "patience", "precision"}
 HPO_KEYS = {"trials_per_point", "space", "early_stopping", "sampler"}
 STOP_KEYS = {"type", "grace_epochs", "reduction_factor", "min_trials"}
-RESOURCE_KEYS = {"cpu", "gpu"}
+RESOURCE_KEYS = {"cpu", "gpu", "gpu_type"}
 #: (minimum, strictly above it, below) of each searchable value, as gnn.train.TrainConfig.validate requires
 SEARCH_RANGES = {"lr": (0, True, None), "weight_decay": (0, False, None), "batch_size": (1, False, None),
                  "warmup_frac": (0, False, 1), "grad_clip": (0, False, None)}
@@ -520,10 +520,15 @@ def validate(raw: dict, path: str = "<spec>") -> Spec:
 
 
 def _check_budget(budget: Any, path: str) -> dict:
-    """The ``budget`` section: epochs, and the optional max_steps and patience (kept as written)."""
+    """The ``budget`` section: epochs, and the optional max_steps and patience (kept as written) and precision
+    (fp32 | bf16 | auto, :mod:`gnn.precision`; kept only where given, so older specs keep their hash)."""
     budget = _check_keys(budget, BUDGET_KEYS, path, "budget.")
     max_steps, patience = budget.get("max_steps"), budget.get("patience", 10)
-    return {"epochs": _number(budget.get("epochs"), path, "budget.epochs", kind=int, minimum=1),
+    if "precision" in budget and budget["precision"] not in PRECISIONS:
+        raise InputError(f"unknown precision {budget['precision']!r}; choose one of {', '.join(PRECISIONS)}",
+                         **_where(path, "budget.precision"))
+    precision = {"precision": budget["precision"]} if "precision" in budget else {}
+    return {**precision, "epochs": _number(budget.get("epochs"), path, "budget.epochs", kind=int, minimum=1),
             "max_steps": _as_written(max_steps, _optional_number(max_steps, path, "budget.max_steps", kind=int,
                                                                  minimum=1)),
             "patience": _as_written(patience, _optional_number(patience, path, "budget.patience", kind=int,
@@ -555,16 +560,32 @@ def _check_hpo(hpo: Any, path: str) -> dict:
 
 
 def _check_resources(resources: Any, path: str) -> dict | str:
-    """``auto``, or the CPUs (> 0) and GPUs (≥ 0, a fraction ≤ 1 or whole) of one trial."""
+    """``auto``, or the CPUs (> 0) and GPUs (≥ 0, a fraction ≤ 1 or whole, or ``auto``: sized to the model) of one
+    trial, and optionally ``gpu_type`` (a GPU of :data:`sweeps.resources.ACCELERATOR_GIB`: the GPU to size for,
+    whatever the cluster says)."""
+    from sweeps.resources import ACCELERATOR_GIB
+
     if resources == "auto":
         return resources
     resources = _check_keys(resources, RESOURCE_KEYS, path, "resources.")
     cpu = _number(resources.get("cpu", 1), path, "resources.cpu", minimum=0, strict=True)
-    gpu = _number(resources.get("gpu", 0), path, "resources.gpu", minimum=0)
-    if gpu > 1 and gpu != int(gpu):
-        raise InputError(f"must be a fraction (≤ 1) or whole, got {resources['gpu']!r}",
-                         **_where(path, "resources.gpu"))
-    return {"cpu": cpu, "gpu": gpu}
+    gpu = resources.get("gpu", 0)
+    if gpu != "auto":
+        gpu = _number(gpu, path, "resources.gpu", minimum=0)
+        if gpu > 1 and gpu != int(gpu):
+            raise InputError(f"must be a fraction (≤ 1), whole or auto, got {resources['gpu']!r}",
+                             **_where(path, "resources.gpu"))
+    out = {"cpu": cpu, "gpu": gpu}
+    if "gpu_type" in resources:
+        name = resources["gpu_type"]
+        if not isinstance(name, str) or name not in ACCELERATOR_GIB:
+            raise InputError(f"unknown GPU type {name!r}; choose one of {', '.join(ACCELERATOR_GIB)}",
+                             **_where(path, "resources.gpu_type"))
+        if not gpu:
+            raise InputError("names a GPU for trials that ask for none (gpu: 0); set gpu: auto or a share",
+                             **_where(path, "resources.gpu_type"))
+        out["gpu_type"] = name
+    return out
 
 
 def duration(seconds: float) -> str:
