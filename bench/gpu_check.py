@@ -1,7 +1,7 @@
 """The checks that need a GPU, in one script for the day one is available:
 
     python bench/gpu_check.py --store data/gpu-check            # on a CUDA machine; builds the store if missing
-    python bench/gpu_check.py --device cpu --sizes 1e4 --steps 3  # a smoke run of the same code on a CPU
+    python bench/gpu_check.py --device cpu --sizes 1e4 --steps 3 --store data/gpu-check   # a CPU smoke run
 
 1. **Precision**: on one batch of 64 structures, edge lengths under bf16 autocast against fp32 (must agree within
    1e-5 Å; a naive bf16 periodic shift is shown for scale), and the model's predictions and loss in bf16 against
@@ -172,25 +172,58 @@ def packing(store: str, epochs: int, n_train: int) -> list[dict]:
     return rows
 
 
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+    return parse
+
+
+def _sizes(text: str) -> list[float]:
+    sizes = [_positive(float)(x) for x in text.split(",") if x.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError("give one or more parameter counts, e.g. 1e5,1e6")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default="data/gpu-check", help="a store with eps and drude (built if missing)")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu for a smoke run")
-    ap.add_argument("--sizes", default="1e5,1e6,1e7", help="parameter counts of the throughput check")
-    ap.add_argument("--steps", type=int, default=30, help="training steps per throughput row")
-    ap.add_argument("--pack-epochs", type=int, default=3, help="epochs of each packed demo trial")
-    ap.add_argument("--pack-n-train", type=int, default=1000, help="training structures of each packed demo trial")
+    ap.add_argument("--sizes", type=_sizes, default=[1e5, 1e6, 1e7], help="parameter counts of the throughput check")
+    ap.add_argument("--steps", type=_positive(int), default=30, help="training steps per throughput row")
+    ap.add_argument("--pack-epochs", type=_positive(int), default=3, help="epochs of each packed demo trial")
+    ap.add_argument("--pack-n-train", type=_positive(int), default=1000,
+                    help="training structures of each packed demo trial")
     args = ap.parse_args(argv)
     import torch
+
+    from gnn.errors import InputError
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: no CUDA device here (use --device cpu for a smoke run)", file=sys.stderr)
         return 2
-    device = torch.device(args.device)
+    try:
+        return _checks(args, torch)
+    except (InputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _checks(args, torch) -> int:
+    from gnn.train import _device
+
+    device = _device(args.device)
     store = Path(args.store)
     if not (store / "meta.json").exists():
         from gnn.synth import synth_store
 
+        print(f"building a synthetic store of 3000 structures at {store} (once)", flush=True)
         synth_store(3000, store, progress=False)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name}", flush=True)
@@ -201,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
           f"loss {prec['loss_fp32']:.4f} fp32 vs {prec['loss_bf16']:.4f} bf16: {'ok' if prec['ok'] else 'FAIL'}",
           flush=True)
 
-    rows = throughput(str(store), device, [float(s) for s in args.sizes.split(",")], args.steps)
+    rows = throughput(str(store), device, args.sizes, args.steps)
     print(f"{'params':>10} {'prec':>5} {'samples/s':>10} {'peak MiB':>9} {'data':>6}")
     for r in rows:
         print(f"{r['n_params']:>10} {r['precision']:>5} {r['samples_per_s']:>10.0f} {r['peak_memory_mb']:>9.0f} "

@@ -123,8 +123,12 @@ def _device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise InputError(f"unknown device {name!r} (auto, cpu, cuda or cuda:K)", field="device") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"device {name!r}: training runs on cpu or cuda", field="device")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {name!r}: CUDA is not available here", field="device")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise InputError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s)", field="device")
     return device
 
 
@@ -350,8 +354,8 @@ def _setup(cfg: TrainConfig, data: _Data, device: torch.device) -> _Run:
                                                                                    cfg.epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total_steps, cfg.warmup_frac))
     ckpt_path = Path(cfg.checkpoint_dir) / CHECKPOINT if cfg.checkpoint_dir else None
-    return _Run(cfg, data, device, precisions.resolve(cfg.precision, device), model, optimizer, scheduler, total_steps, n_trainable, len(transferred),
-                ckpt_path)
+    return _Run(cfg, data, device, precisions.resolve(cfg.precision, device), model, optimizer, scheduler,
+                total_steps, n_trainable, len(transferred), ckpt_path)
 
 
 def _resume(run: _Run) -> LoopState:
@@ -360,8 +364,14 @@ def _resume(run: _Run) -> LoopState:
         return LoopState()
     ckpt = torch.load(run.ckpt_path, map_location="cpu", weights_only=False)  # best_state stays on the CPU;
     # load_state_dict copies the weights and the optimiser's moments onto the model's device
-    if ckpt["config"] != _resume_key(run.cfg):
-        raise InputError("checkpoint was written by a different configuration", file=run.ckpt_path, field="config")
+    key = _resume_key(run.cfg)
+    if ckpt["config"] != key:
+        differ = sorted(k for k in {*key, *ckpt["config"]} if key.get(k) != ckpt["config"].get(k))
+        raise InputError(f"checkpoint was written by a different configuration ({', '.join(differ)} differ)",
+                         file=run.ckpt_path, field=differ[0] if differ else "config")
+    if ckpt.get("precision", run.precision) != run.precision:  # one run, one precision (its record says which)
+        raise InputError(f"checkpoint was trained in {ckpt['precision']}; resume it with that precision (or use "
+                         "another checkpoint folder)", file=run.ckpt_path, field="precision")
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
@@ -424,8 +434,8 @@ def _optimizer_step(run: _Run, loss: torch.Tensor) -> None:
 
 
 def _save_checkpoint(run: _Run, state: LoopState) -> None:
-    _save(run.ckpt_path, {"config": _resume_key(run.cfg), "model": run.model.state_dict(),
-                          "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+    _save(run.ckpt_path, {"config": _resume_key(run.cfg), "precision": run.precision,
+                          "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                           "model_config": config_dict(run.model.config), "state": state.to_dict()})
 
 
@@ -447,7 +457,8 @@ def _final_metrics(run: _Run, state: LoopState, elapsed: Callable[[], float]) ->
         "samples_per_s": state.samples / train_time,
         "data_time_frac": state.data_time_s / train_time,
         "peak_memory_mb": _peak_memory_mb(run.device),
-        "device": str(run.device), "precision": run.precision, "n_trainable": run.n_trainable, "n_transferred_tensors": run.n_transferred,
+        "device": str(run.device), "precision": run.precision, "n_trainable": run.n_trainable,
+        "n_transferred_tensors": run.n_transferred,
         "trained_with": _trained_with(run.optimizer, run.cfg),
         **subsets.subset_stats(data.store, data.train_idx),
         "subset_sha": subsets.subset_sha(data.store, data.train_idx),

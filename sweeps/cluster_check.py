@@ -67,7 +67,18 @@ class NodeType:
     head: bool = False
 
 
-def node_types(config: dict) -> list[NodeType]:
+def _number(value, file, field: str, *, integer: bool = False) -> float:
+    """A count of the config (≥ 0; a whole number where ``integer``), else an :class:`InputError` naming ``field``."""
+    try:
+        x = float(value or 0)
+    except (TypeError, ValueError):
+        x = -1.0
+    if x < 0 or x != x or (integer and x != int(x)):
+        raise InputError(f"must be a {'whole ' if integer else ''}number ≥ 0, got {value!r}", file=file, field=field)
+    return int(x) if integer else x
+
+
+def node_types(config: dict, file: str | Path | None = None) -> list[NodeType]:
     """The node types of a cluster-launcher config (as written, or prepared by Ray: ``~/ray_bootstrap_config.yaml``
     on the head): CPUs and GPUs from each type's ``resources``, the GPU type from an ``accelerator_type:NAME``
     resource, else from the node_config (AWS ``InstanceType`` family: :data:`AWS_FAMILIES`; GCP
@@ -82,9 +93,12 @@ def node_types(config: dict) -> list[NodeType]:
         res = t.get("resources") or {}
         declared = next((str(k).split(":", 1)[1] for k in res if str(k).startswith("accelerator_type:")), None)
         instance = _instance_gpu(t.get("node_config") or {})
-        out.append(NodeType(name=str(name), cpu=float(res.get("CPU", 0) or 0), gpu=float(res.get("GPU", 0) or 0),
-                            max_workers=(1 if name == head else min(int(t.get("max_workers", 0) or 0),
-                                                                        int(cap) if cap is not None else 1 << 30)),
+        where = f"available_node_types.{name}."
+        cpu = _number(res.get("CPU", 0), file, where + "resources.CPU")
+        gpu = _number(res.get("GPU", 0), file, where + "resources.GPU")
+        most = _number(t.get("max_workers", 0), file, where + "max_workers", integer=True)
+        cap_n = _number(cap, file, "max_workers", integer=True) if cap is not None else 1 << 30
+        out.append(NodeType(name=str(name), cpu=cpu, gpu=gpu, max_workers=1 if name == head else min(most, cap_n),
                             accelerator=declared or instance, declared=declared, instance=instance,
                             head=name == head))
     return out
@@ -116,7 +130,7 @@ def read_node_types(path: str | Path) -> list[NodeType]:
     if not isinstance(config, dict) or not isinstance(config.get("available_node_types"), dict):
         raise InputError("not a Ray cluster-launcher config (no available_node_types)", file=path,
                          field="available_node_types")
-    return node_types(config)
+    return node_types(config, path)
 
 
 def cluster_config_path() -> tuple[Path, bool]:
@@ -212,7 +226,7 @@ def _check_launcher(path: Path, raw: dict, spec) -> list[str]:
         _check_multi_node(path, settings, auth=any("RAY_AUTH_MODE=token" in c or "node-setup.sh" in c
                                                    for c in commands))
         notes.append("multi-node: token auth, tracking server and shared storage ok")
-    types = node_types(config)
+    types = node_types(config, path)
     _check_accelerators(path, types)
     if spec is not None:
         notes.append(_check_fit(path, spec, workers, local, types))

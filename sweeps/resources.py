@@ -158,6 +158,15 @@ def structures(store: str | Path | None = None, cutoff: float = DEFAULT_EDGES_CU
     return Structures(float(atoms.mean()), float(edges.mean()), sd(atoms), sd(edges), str(store))
 
 
+def _store_of(spec, store: str | Path | None) -> str | Path | None:
+    """``store``, else the spec's own ``dataset.store`` where it is built (a store the spec names needs no
+    ``prepare_store`` to be counted)."""
+    named = (spec.dataset or {}).get("store")
+    if store is None and named and (Path(named) / "meta.json").exists():
+        return named
+    return store
+
+
 def _targets_points(spec, store: str | Path | None) -> tuple[list[str], int | None]:
     """The targets and spectrum points a trial's model is planned for: the store's where it is built, else the
     spec's (synthetic and OptiMetal data have the spectrum)."""
@@ -245,6 +254,7 @@ def needs(spec, data: Structures | None = None, store: str | Path | None = None,
           n_params: list[float] | None = None) -> list[Need]:
     """:class:`Need` of every model (arch × n_params, default the spec's) of ``spec`` at the largest batch its HPO
     space can draw, on ``data`` (default: counted in ``store``, else the defaults)."""
+    store = _store_of(spec, store)
     targets, points = _targets_points(spec, store)
     data = data or structures(store, spec.dataset.get("cutoff", DEFAULT_EDGES_CUTOFF))
     batch, _ = largest_batch(spec.hpo["space"])
@@ -317,7 +327,7 @@ def trial_resources(spec, *, gpus: float, n_params: float | None = None, gpu_mem
     all_needs = needs(spec, data, store, None if n_params is None else [n_params])
     for need in all_needs:
         check_fits(spec, need, gpu_memory, gpu_name)
-    resident = data_gib(store, spec.dataset.get("cutoff", DEFAULT_EDGES_CUTOFF))
+    resident = data_gib(_store_of(spec, store), spec.dataset.get("cutoff", DEFAULT_EDGES_CUTOFF))
     share = _with_resident_data(lambda extra: max(share_of(n.gib + extra, gpu_memory) for n in all_needs),
                                 resident, gpu_memory)
     return {"cpu": _cpu(spec), "gpu": share}
@@ -406,6 +416,7 @@ def packing_lines(spec, resources: dict, gpus: GPUs, data: Structures | None = N
     where trials ask for no GPU."""
     if not resources.get("gpu"):
         return []
+    store = _store_of(spec, store)
     data = data or structures(store, spec.dataset.get("cutoff", DEFAULT_EDGES_CUTOFF))
     batch, batch_from = largest_batch(spec.hpo["space"])
     rows = needs(spec, data, store)

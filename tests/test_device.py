@@ -144,3 +144,11 @@ def test_the_peak_memory_is_this_runs(monkeypatch, synth_dir):
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset)
     with pytest.raises(Reset, match="cuda"):  # reset before anything runs on the device
         train(TrainConfig(data=str(synth_dir), n_params=1e4, epochs=1))
+
+
+@pytest.mark.parametrize("name", ["meta", "mps", "cuda:7", "foo"])
+def test_devices_other_than_cpu_and_present_gpus_are_input_errors(name):
+    from gnn.errors import InputError
+
+    with pytest.raises(InputError, match="field 'device'"):
+        gt._device(name)

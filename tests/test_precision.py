@@ -115,3 +115,22 @@ def test_fp32_output_layers_keep_the_weights_of_before():
     fp32 = MLP(8, 16, 4, fp32_out=True)
     assert plain.state_dict().keys() == fp32.state_dict().keys()
     assert all(torch.equal(plain.state_dict()[k], fp32.state_dict()[k]) for k in plain.state_dict())
+
+
+def test_a_checkpoint_resumes_only_in_its_precision_and_says_what_differs(synth_dir, tmp_path):
+    base = dict(data=str(synth_dir), arch="cgc", n_params=1e4, fraction=0.25, epochs=2, num_threads=1,
+                checkpoint_dir=str(tmp_path))
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, metrics, ckpt):
+        raise Stop()
+
+    with pytest.raises(Stop):
+        train(TrainConfig(**base, precision="bf16"), callback=stop)
+    with pytest.raises(InputError, match="field 'precision': checkpoint was trained in bf16"):
+        train(TrainConfig(**base, precision="fp32"))
+    with pytest.raises(InputError, match=r"field 'lr': .*\(lr differ\)"):
+        train(TrainConfig(**base, precision="bf16", lr=5e-3))
+    assert train(TrainConfig(**base, precision="bf16"))["epochs"] == 2

@@ -305,3 +305,29 @@ def test_a_share_leaves_room_for_data_kept_on_the_gpu(monkeypatch):
     assert trial_resources(spec, gpus=1, gpu_memory=memory, data=DEMO)["gpu"] == 3 / 8
     monkeypatch.setattr(resources, "data_gib", lambda store, cutoff=5.5: memory)  # prefetched: no room needed
     assert trial_resources(spec, gpus=1, gpu_memory=memory, data=DEMO)["gpu"] == 2 / 8
+
+
+def test_a_store_spec_is_sized_on_its_own_store(synth_dir):
+    """A spec that names its store is planned with the store's targets and spectrum points and its counted
+    structures (it was planned for 2001 points, which refused a valid 5e3-parameter model)."""
+    spec = validate({"experiment": "t", "dataset": {"store": str(synth_dir)}, "archs": ["cgc"],
+                     "axes": {"n_train": [50], "n_params": [5e3, 1e6], "seeds": [0]}, "budget": {"epochs": 1},
+                     "hpo": {"space": {"batch_size": 32}}, "resources": {"gpu": "auto", "gpu_type": "L4"}},
+                    "spec.yaml")
+    rows = resources.needs(spec)
+    from gnn.models import plan
+
+    assert [n.width for n in rows] == [plan("cgc", n, ["drude", "eps"], 41).width for n in (5e3, 1e6)]
+    assert trial_resources(spec, gpus=1, gpu_memory=24)["gpu"] == 1 / 8
+    lines = resources.packing_lines(spec, {"cpu": 1, "gpu": 1 / 8}, resources.GPUs(1, 24, "L4", "test"))
+    assert f"counted in {synth_dir}" in lines[0]
+
+
+@pytest.mark.parametrize("node,field", [({"resources": {"GPU": "abc"}, "max_workers": 2}, "resources.GPU"),
+                                        ({"resources": {"GPU": 1}, "max_workers": "x"}, "max_workers"),
+                                        ({"resources": {"GPU": 1}, "max_workers": -3}, "max_workers")])
+def test_a_malformed_node_type_names_its_field(tmp_path, node, field):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump({"available_node_types": {"gpu": {**node, "node_config": {}}}}))
+    with pytest.raises(InputError, match=rf"cluster.yaml: field 'available_node_types.gpu.{field}'"):
+        cluster_check.read_node_types(path)
