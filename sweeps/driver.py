@@ -178,6 +178,26 @@ def _check_cluster(spec: Spec, resources: dict) -> None:
                          file=spec.path, field="resources.cpu")
 
 
+def _check_local_gpus(spec: Spec, address: str | None) -> None:
+    """A sweep that starts its own Ray on this machine (``address`` local, no autoscaler) and asks for GPUs
+    (``resources.gpu`` > 0, or ``gpu_type``) that this machine lacks fails before anything is created."""
+    import ray
+
+    from sweeps import resources
+
+    if address not in (None, "local") or ray.is_initialized() or resources.autoscaling():
+        return
+    asks = resources.gpu_type(spec) is not None if resources.is_auto(spec) else spec.resources["gpu"] > 0
+    if not asks:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InputError("asks for GPUs per trial but this machine has none and the sweep runs on a local Ray "
+                         "(use --address for a GPU cluster, or set MATSCALE_AUTOSCALE=1 where GPU workers start "
+                         "later)", file=spec.path, field="resources.gpu")
+
+
 def _ray_init(address: str | None) -> None:
     import ray
 
@@ -234,6 +254,7 @@ def run_sweep(spec: Spec, *, address: str | None = "local", resume: bool = False
     """
     if dry_run:
         return _plan(spec, out)
+    _check_local_gpus(spec, address)
     sw = _prepare(spec, stage, extra_tags or {}, progress, out)
     sw.verbose = verbose
     finished, started = _recorded(sw)

@@ -331,3 +331,26 @@ def test_a_malformed_node_type_names_its_field(tmp_path, node, field):
     path.write_text(yaml.safe_dump({"available_node_types": {"gpu": {**node, "node_config": {}}}}))
     with pytest.raises(InputError, match=rf"cluster.yaml: field 'available_node_types.gpu.{field}'"):
         cluster_check.read_node_types(path)
+
+
+@pytest.mark.parametrize("res", [{"gpu": "auto", "gpu_type": "L4"}, {"cpu": 1, "gpu": 1}])
+def test_a_local_sweep_asking_for_gpus_this_machine_lacks_stops_before_creating_anything(res, tmp_path, capsys,
+                                                                                         monkeypatch):
+    import ray
+    import torch
+
+    monkeypatch.delenv("MATSCALE_AUTOSCALE", raising=False)
+    from sweeps import driver
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh `matscale sweep` process
+    monkeypatch.setattr(driver, "_ray_init", lambda address: pytest.fail("Ray started before the GPU check"))
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({
+        "experiment": "t", "dataset": {"synthetic": {"n": 80, "points": 21, "seed": 0},
+                                       "data_dir": str(tmp_path / "data")},
+        "archs": ["cgc"], "axes": {"n_train": [20], "n_params": [5e3], "seeds": [0]}, "budget": {"epochs": 1},
+        "resources": res, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "storage_path": str(tmp_path / "ray")}))
+    rc, _, err = _matscale(["sweep", path], capsys)
+    assert rc == 2 and err.strip().startswith(f"error: {path}: field 'resources.gpu'") and "\n" not in err.strip()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # no tracking store, data or Ray storage
