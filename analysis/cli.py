@@ -28,7 +28,8 @@ from pathlib import Path
 from gnn.errors import InputError
 
 LAWS_HELP = "auto|power|floor|broken|broken_amp|bnsl:K|chinchilla|kaplan|kaplan_broken"
-OBJECTIVE_HELP = "wls: least squares weighted by the seed spread (default); huber: robust to outlying points"
+OBJECTIVE_HELP = ("auto (default): msle for bnsl:K, wls otherwise; wls: least squares weighted by the seed spread; "
+                  "huber: robust to outlying points; msle: squared error of log(L + 1), as the BNSL authors fit")
 MIN_BOOT = 10  # percentile_ci draws no interval from fewer resamples
 
 
@@ -170,7 +171,7 @@ def register(sub) -> None:
     p.add_argument("--where", nargs="*", action="extend",
                    help="keep rows with COL=VALUE (several, or the flag repeated: every condition must hold)")
     p.add_argument("--law", default="auto", help=LAWS_HELP)
-    p.add_argument("--objective", default="wls", choices=["wls", "huber"], help=OBJECTIVE_HELP)
+    p.add_argument("--objective", default="auto", choices=["auto", "wls", "huber", "msle"], help=OBJECTIVE_HELP)
     p.add_argument("--holdout", type=int, default=0, help="hold out the K largest x to score extrapolation")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)")
     p.add_argument("--target", type=float, help="report the x needed to reach this loss")
@@ -189,7 +190,7 @@ def register(sub) -> None:
                         "diverse data raises the loss")
     p.add_argument("--out", default="analysis-out", help="folder for fits.json, report.md and plots")
     p.add_argument("--law", default="auto", help=LAWS_HELP)
-    p.add_argument("--objective", default="wls", choices=["wls", "huber"], help=OBJECTIVE_HELP)
+    p.add_argument("--objective", default="auto", choices=["auto", "wls", "huber", "msle"], help=OBJECTIVE_HELP)
     p.add_argument("--holdout", type=int, default=1, help="hold out the K largest x to score extrapolation (default 1)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default 1000; 0: none)")
     p.add_argument("--target", type=float, help="report the x needed to reach this loss")

@@ -51,7 +51,7 @@ AXES = ("data", "params", "both", "transfer", "coverage")  #: what ``analyze --a
 
 
 def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val_loss", axis: str = "data",
-                       out: str | Path = "analysis", law: str = "auto", objective: str = "wls", holdout: int = 0,
+                       out: str | Path = "analysis", law: str = "auto", objective: str = "auto", holdout: int = 0,
                        n_boot: int = 1000, seed: int = 0, target: float | None = None, sweep: str | None = None,
                        stage: str | None = None, log: bool = True, verbose: bool = True) -> dict:
     """Load, aggregate, fit every group, write plots/report/fits.json and log an ``analysis`` run."""

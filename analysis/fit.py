@@ -4,9 +4,13 @@
   standard deviation σ_i (floored at 10% of the median σ so one lucky point cannot dominate; σ_i = 1 when
   there are no replicates).
 * Objectives: ``wls`` minimises Σ ((L̂_i − L̄_i)/σ_i)²; ``huber`` minimises Σ Huber_δ(log L̂_i − log L̄_i)
-  with δ = 1e-3 (Hoffmann et al. 2022; Besiroglu et al. 2024).
+  with δ = 1e-3 (Hoffmann et al. 2022; Besiroglu et al. 2024); ``msle`` minimises Σ (log(L̂_i + 1) − log(L̄_i + 1))²,
+  the objective of the BNSL reference code (Caballero et al. 2022). ``auto`` (the default): ``msle`` for
+  ``bnsl:K``, ``wls`` for every other law.
 * Many starts (the product of each parameter's start values), screened by their objective; the best
   dozen are optimised with scipy's trust-region least squares within bounds; the best objective wins.
+  ``bnsl:K`` starts from a brute-force grid over all its parameters as its authors fit it (:func:`_bnsl_grid`:
+  a, c0 and every c_i, d_i, f_i on a grid, b solved in closed form for each row, evaluated vectorised).
 * Model choice (:func:`choose_law`, the one rule that ``analyze`` and ``refine`` share): the lowest
   AICc = n·ln(RSS/n) + 2k + (2k² + 2k)/(n − k − 1), with RSS the unweighted residuals of the means after the fit
   (as in the dielectric paper), among the laws the points determine (finite AICc, no parameter pinned at the
@@ -32,6 +36,8 @@ from analysis.laws import LOG10, Law
 from gnn.errors import InputError
 
 HUBER_DELTA = 1e-3
+OBJECTIVES = ("auto", "wls", "huber", "msle")
+BNSL_GRID_ROWS = 40_000  #: the most rows of the brute-force grid of a bnsl law (a random subset beyond)
 MAX_STARTS = 400  #: start grid size cap
 LOCAL_STARTS = 12  #: the best grid points (by objective) that are optimised locally
 
@@ -122,13 +128,30 @@ def aicc(rss: float, n: int, k: int) -> float:
     return n * np.log(rss / n) + 2 * k + (2 * k * k + 2 * k) / (n - k - 1)
 
 
-def _residual_fn(law: Law, xs, y: np.ndarray, sigma: np.ndarray, objective: str):
-    log_y = np.log(y)
+def objective_for(law: Law, objective: str) -> str:
+    """The objective a fit of ``law`` uses: ``objective``, or for ``auto`` ``msle`` (bnsl) or ``wls``."""
+    if objective not in OBJECTIVES:
+        raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}", field="objective")
+    if objective == "auto":
+        return "msle" if law.kind == "bnsl" else "wls"
+    return objective
 
+
+def _resid(pred: np.ndarray, y: np.ndarray, sigma: np.ndarray, objective: str) -> np.ndarray:
+    """Residuals of predictions ``pred`` (any leading batch shape) against the means ``y``; not finite where the
+    objective is undefined."""
+    with np.errstate(all="ignore"):
+        if objective == "wls":
+            return (pred - y) / sigma
+        if objective == "msle":
+            return np.log1p(np.where(pred > -1, pred, np.nan)) - np.log1p(y)
+        return np.log(np.where(pred > 0, pred, np.nan)) - np.log(y)
+
+
+def _residual_fn(law: Law, xs, y: np.ndarray, sigma: np.ndarray, objective: str):
     def residuals(theta):
         with np.errstate(all="ignore"):
-            pred = law.predict_theta(xs, theta)
-            r = (pred - y) / sigma if objective == "wls" else np.log(np.where(pred > 0, pred, 1e-300)) - log_y
+            r = _resid(law.predict_theta(xs, theta), y, sigma, objective)
         bad = ~np.isfinite(r)
         return np.where(bad, 1e6, r) if bad.any() else r
 
@@ -136,13 +159,51 @@ def _residual_fn(law: Law, xs, y: np.ndarray, sigma: np.ndarray, objective: str)
 
 
 def _rho(r: np.ndarray, objective: str) -> np.ndarray:
-    if objective == "wls":
+    if objective in ("wls", "msle"):
         return r**2
     a = np.abs(r)
     return np.where(a <= HUBER_DELTA, r**2, 2 * HUBER_DELTA * a - HUBER_DELTA**2)
 
 
-def _starts(law: Law, rng: np.random.Generator) -> list[np.ndarray]:
+def _bnsl_grid(law: Law, curve: Curve, objective: str, rng: np.random.Generator) -> list[np.ndarray]:
+    """The :data:`LOCAL_STARTS` best rows of a brute-force grid over a bnsl law's parameters (the protocol of
+    Caballero et al. 2022): a (fractions of the smallest loss), c0, and per break c_i, d_i (across the x range and
+    half a decade beyond) and f_i on a grid, b for each row by least squares of ``y − a`` on the row's shape
+    (closed form), every row scored by ``objective`` in one vectorised pass."""
+    x, y = curve.x, curve.y
+    lx, y_min = np.log10(x), float(y.min())
+    axes = {"a": np.array([0.0, 0.25, 0.5, 0.75, 0.95]) * y_min, "c0": np.array([0.0, 0.1, 0.25, 0.5, 1.0])}
+    for i in range(1, law.extra["breaks"] + 1):
+        axes[f"c{i}"] = np.array([-0.5, -0.2, 0.0, 0.2, 0.5, 1.0, 2.0])
+        axes[f"d{i}"] = np.linspace(lx.min() - 0.5, lx.max() + 0.5, 8)  # log10
+        axes[f"f{i}"] = np.array([-1.5, -1.0, -0.5, 0.0, 0.5])  # log10
+    names = list(axes)
+    size = int(np.prod([len(v) for v in axes.values()]))
+    rows = np.arange(size) if size <= BNSL_GRID_ROWS else rng.choice(size, BNSL_GRID_ROWS, replace=False)
+    idx = np.unravel_index(rows, [len(axes[n]) for n in names])
+    grid = {n: axes[n][i][:, None] for n, i in zip(names, idx)}
+    natural = {n: (10.0 ** v if n[0] in "df" else v) for n, v in grid.items()}
+    with np.errstate(all="ignore"):
+        shape = law.predict(x, {**natural, "a": np.zeros_like(natural["a"]), "b": np.ones_like(natural["a"])})
+        b = np.sum(shape * (y - natural["a"]), axis=1, keepdims=True) / np.sum(shape**2, axis=1, keepdims=True)
+        b = np.where(np.isfinite(b) & (b > 0), b, np.nan)
+        r = _resid(law.predict(x, {**natural, "b": b}), y, curve.sigma, objective)
+        score = np.where(np.isfinite(r).all(axis=1), np.sum(_rho(r, objective), axis=1), np.inf)
+    best = np.argsort(score)[:LOCAL_STARTS]
+    lower, upper = [p.lower for p in law.params], [p.upper for p in law.params]
+    starts = []
+    for j in best[np.isfinite(score[best])]:
+        theta = [np.log10(b[j, 0]) if p.name == "b" else float(grid[p.name][j, 0]) for p in law.params]
+        starts.append(np.clip(np.array(theta), lower, upper))
+    return starts
+
+
+def _starts(law: Law, rng: np.random.Generator, curve: Curve | None = None,
+            objective: str = "wls") -> list[np.ndarray]:
+    if law.kind == "bnsl" and curve is not None:
+        grid = _bnsl_grid(law, curve, objective, rng)
+        if grid:
+            return grid
     grids = [p.starts or (0.0,) for p in law.params]
     combos = list(itertools.product(*grids))
     if len(combos) > MAX_STARTS:
@@ -181,14 +242,13 @@ def _least_squares(fn, theta0, lower, upper, kw, tol: float = 1e-8):
         return None
 
 
-def fit_law(law: Law, curve: Curve, objective: str = "wls", seed: int = 0) -> Fit:
+def fit_law(law: Law, curve: Curve, objective: str = "auto", seed: int = 0) -> Fit:
     """Multi-start fit of ``law``; raises :class:`InputError` when there are too few points."""
-    if objective not in ("wls", "huber"):
-        raise InputError(f"objective must be wls or huber, got {objective!r}", field="objective")
+    objective = objective_for(law, objective)
     if curve.n < law.k + 1:
         raise InputError(f"law {law.name!r} has {law.k} parameters but there are only {curve.n} distinct points "
                          f"(need ≥ {law.k + 1})", field="law")
-    best = _solve(law, curve, objective, _starts(law, np.random.default_rng(seed)))
+    best = _solve(law, curve, objective, _starts(law, np.random.default_rng(seed), curve, objective))
     if best is None:
         raise InputError(f"law {law.name!r} could not be fitted", field="law")
     return _make_fit(law, curve, best, objective)
@@ -388,7 +448,7 @@ def resample_many(curve: Curve, rng: np.random.Generator, n: int):
     return np.broadcast_to(np.arange(curve.n), (n, curve.n)), draw.mean(axis=2), sigma
 
 
-def bootstrap(fit: Fit, curve: Curve, objective: str = "wls", n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+def bootstrap(fit: Fit, curve: Curve, objective: str = "auto", n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     """``[n_boot, k]`` natural parameters refitted on resampled data (NaN rows where a refit failed).
 
     All resamples are refitted at once by a batched Levenberg–Marquardt (projected onto the bounds), started
@@ -400,7 +460,7 @@ def bootstrap(fit: Fit, curve: Curve, objective: str = "wls", n_boot: int = 1000
     idx, y, sigma = resample_many(curve, rng, n_boot)
     x = curve.x[idx]
     xs = (x[..., 0], x[..., 1]) if curve.joint else x
-    theta, ok = _batch_lm(law, xs, y, sigma, fit.theta, objective)
+    theta, ok = _batch_lm(law, xs, y, sigma, fit.theta, objective_for(law, objective))
     distinct = np.array([len(np.unique(i)) for i in idx]) >= law.k + 1
     out = np.full((n_boot, law.k), np.nan)
     good = ok & distinct
@@ -419,12 +479,10 @@ def _batch_lm(law: Law, xs, y: np.ndarray, sigma: np.ndarray, theta0: np.ndarray
     b, k = y.shape[0], law.k
     lower = np.array([p.lower for p in law.params])
     upper = np.array([p.upper for p in law.params])
-    log_y = np.log(y)
 
     def resid(theta):
         with np.errstate(all="ignore"):
-            pred = law.predict(xs, batch_natural(law, theta))
-            r = (pred - y) / sigma if objective == "wls" else np.log(np.where(pred > 0, pred, np.nan)) - log_y
+            r = _resid(law.predict(xs, batch_natural(law, theta)), y, sigma, objective)
         return np.where(np.isfinite(r), r, 1e6)
 
     def cost(r):
@@ -435,7 +493,7 @@ def _batch_lm(law: Law, xs, y: np.ndarray, sigma: np.ndarray, theta0: np.ndarray
     c = cost(r)
     lam = np.full(b, 1e-3)
     for _ in range(iters):
-        w = np.ones_like(r) if objective == "wls" else np.where(np.abs(r) <= HUBER_DELTA, 1.0,
+        w = np.ones_like(r) if objective != "huber" else np.where(np.abs(r) <= HUBER_DELTA, 1.0,
                                                                  HUBER_DELTA / np.abs(r))  # IRLS for Huber
         h = 1e-6 * np.maximum(1.0, np.abs(theta))
         jac = np.empty(r.shape + (k,))
@@ -471,7 +529,7 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
     return float(np.quantile(s, a)), float(np.quantile(s, 1 - a))
 
 
-def holdout_rmsle(law: Law, curve: Curve, k: int, objective: str = "wls") -> float:
+def holdout_rmsle(law: Law, curve: Curve, k: int, objective: str = "auto") -> float:
     """Fit without the ``k`` largest x (by N·D for joint laws), return the RMSLE on them."""
     if k <= 0:
         return float("nan")

@@ -150,7 +150,7 @@ def make_law(name: str, x_span: tuple[float, float], y_span: tuple[float, float]
               Param("c0", lower=-2.0, upper=5.0, starts=(0.1, 0.3))]
         inner = np.linspace(x_span[0], x_span[1], breaks + 2)[1:-1]
         for i in range(1, breaks + 1):
-            ps += [Param(f"c{i}", lower=-5.0, upper=5.0, starts=(-0.2, 0.3)),
+            ps += [Param(f"c{i}", lower=-20.0, upper=20.0, starts=(-0.2, 0.3)),
                    Param(f"d{i}", log=True, lower=x_span[0] - 3, upper=x_span[1] + 3, starts=(inner[i - 1],)),
                    Param(f"f{i}", log=True, lower=-3.0, upper=1.5, starts=(-0.5, 0.0))]
         return Law(f"bnsl:{breaks}", tuple(ps), "y = a + b x^-c0 prod_i (1 + (x/d_i)^(1/f_i))^(-c_i f_i)",

@@ -63,7 +63,7 @@ def _one(args) -> dict:
     return out
 
 
-def fit_candidates(curve: Curve, names: list[str], *, objective: str = "wls", holdout: int = 0, n_boot: int = 1000,
+def fit_candidates(curve: Curve, names: list[str], *, objective: str = "auto", holdout: int = 0, n_boot: int = 1000,
                    seed: int = 0, level: float = 0.95, workers: int | None = None,
                    boot: tuple[str, ...] | None = None, ambiguity: float = AMBIGUITY) -> tuple[dict, Choice]:
     """Fit (and bootstrap: every law, or those in ``boot``) the candidates ``names`` the points can carry, and
@@ -192,7 +192,7 @@ def _answers(law, params, boot, curve: Curve, level, target, sat_frac, sat_slope
     return res
 
 
-def fit_curve(curve: Curve, law: str = "auto", *, objective: str = "wls", holdout: int = 0, n_boot: int = 1000,
+def fit_curve(curve: Curve, law: str = "auto", *, objective: str = "auto", holdout: int = 0, n_boot: int = 1000,
               seed: int = 0, level: float = 0.95, target: float | None = None, sat_frac: float = 0.05,
               sat_slope: float = 0.05, workers: int | None = None) -> dict:
     """Fit the candidate laws (all of them for ``law="auto"``); the winner by :func:`analysis.fit.choose_law`."""
