@@ -163,7 +163,9 @@ def _check_cluster(spec: Spec, resources: dict) -> None:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     most_gpus = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
     most_cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
-    autoscale = os.environ.get("MATSCALE_AUTOSCALE") == "1"  # GPU workers may start later (min_workers: 0)
+    from sweeps.resources import autoscaling
+
+    autoscale = autoscaling()  # GPU workers may start later (min_workers: 0)
     if autoscale:
         path, types = autoscaler_node_types()
         if types and not any(t.cpu >= resources["cpu"] and t.gpu >= resources["gpu"] for t in types):
@@ -521,11 +523,11 @@ def _slots(spec: Spec, resources: dict) -> int:
     import ray
 
     from sweeps.cluster_check import autoscaler_node_types
-    from sweeps.resources import slots
+    from sweeps.resources import autoscaling, slots
 
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 1), total.get("GPU", 0)
-    if os.environ.get("MATSCALE_AUTOSCALE") == "1":
+    if autoscaling():
         _, types = autoscaler_node_types()
         if types:
             cpus = max(cpus, sum(t.cpu * t.max_workers for t in types))

@@ -74,9 +74,7 @@ ACCELERATOR_GIB = {"H200": 141.0, "H100": 80.0, "A100-80G": 80.0, "A100-40G": 40
 
 def gpu_memory_gib(cluster_resources: dict) -> float:
     """The memory of the smallest GPU type in Ray's ``cluster_resources()`` (:data:`GPU_MEMORY_GIB` if unnamed)."""
-    named = [ACCELERATOR_GIB[k.split(":", 1)[1]] for k in cluster_resources
-             if k.startswith("accelerator_type:") and k.split(":", 1)[1] in ACCELERATOR_GIB]
-    return min(named, default=GPU_MEMORY_GIB)
+    return ACCELERATOR_GIB.get(_accelerator(cluster_resources), GPU_MEMORY_GIB)
 
 
 def _accelerator(cluster_resources: dict) -> str | None:
