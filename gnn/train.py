@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gnn import flops
 from gnn import precision as precisions
 from gnn import subsets
 from gnn.defaults import DEFAULT_CUTOFF, DEFAULT_NUM_LAYERS, DEFAULT_SPLIT, RESIDENT_FRACTION
@@ -233,6 +234,7 @@ class LoopState:
     train_time_s: float = 0.0
     data_time_s: float = 0.0
     samples: int = 0
+    flops_per_sample: float | None = None  #: counted on the first training step (:mod:`gnn.flops`)
     stopped: bool = False  #: early stopping fired (patience)
 
     def to_dict(self) -> dict:
@@ -410,12 +412,15 @@ def _train_epoch(run: _Run, state: LoopState, epoch: int) -> tuple[float, int]:
     for batch in _batches(run.data.graphs, run.device, run.data.train_idx, cfg.batch_size, shuffle=True,
                           generator=gen):
         state.data_time_s += time.perf_counter() - t_data
-        with precisions.autocast(run.precision, run.device):
-            pred = model(batch)
-        loss = loss_fn(pred, batch, run.data.weights)
-        _optimizer_step(run, loss)
-        state.step += 1
         n = batch.num_graphs
+        with flops.counting(state.flops_per_sample is None) as counted:
+            with precisions.autocast(run.precision, run.device):
+                pred = model(batch)
+            loss = loss_fn(pred, batch, run.data.weights)
+            _optimizer_step(run, loss)
+        if counted.total:
+            state.flops_per_sample = counted.total / n
+        state.step += 1
         total += loss.detach().double() * n
         count += n
         t_data = time.perf_counter()
@@ -448,12 +453,16 @@ def _final_metrics(run: _Run, state: LoopState, elapsed: Callable[[], float]) ->
     for name in ("val", "test"):
         if len(data.split[name]):
             result.update({f"{name}_{k}": v for k, v in run.evaluate(name).items()})
-    train_time = max(state.train_time_s, 1e-9)
+    train_time, wall_s = max(state.train_time_s, 1e-9), elapsed()
     result.update({
         "n_params": model.n_params, "n_train": len(data.train_idx), "n_val": len(data.split["val"]),
         "n_test": len(data.split["test"]), "width": model.config.width, "ffn_width": model.config.ffn_width,
         "epochs": state.epoch + 1, "best_epoch": state.best_epoch, "steps": state.step,
-        "wall_time_s": elapsed(),
+        "wall_time_s": wall_s,
+        "flops_per_sample": state.flops_per_sample or 0.0,
+        "train_flops": (state.flops_per_sample or 0.0) * state.samples,
+        "device_hours": flops.device_hours(wall_s, str(run.device), run.cfg.device_share,
+                                           run.cfg.num_threads or torch.get_num_threads()),
         "samples_per_s": state.samples / train_time,
         "data_time_frac": state.data_time_s / train_time,
         "peak_memory_mb": _peak_memory_mb(run.device),
