@@ -44,6 +44,35 @@ def _check_numbers(args) -> None:
             raise InputError(f"--{flag} must be 0 or more, got {getattr(args, flag)}", field=flag)
     if args.target is not None and not (math.isfinite(args.target) and args.target > 0):
         raise InputError(f"--target must be a positive, finite loss, got {args.target}", field="target")
+    for flag in ("budget", "target_loss"):
+        values = getattr(args, flag)
+        values = values if isinstance(values, list) else [] if values is None else [values]
+        bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise InputError(f"--{flag.replace('_', '-')} must be positive and finite, got {bad[0]}", field=flag)
+
+
+def _frontier_options(args, df, file=None) -> dict | None:
+    """``fit_curve``'s ``frontier`` options from ``--frontier``, ``--cost``, ``--budget`` and ``--target-loss``:
+    the cost is ``--cost``, else fitted to a ``train_flops`` column (with ``epochs`` when there is one), else
+    :data:`analysis.frontier.DEFAULT_COST`."""
+    from analysis import frontier
+
+    if not args.frontier:
+        for flag in ("cost", "budget", "target_loss"):
+            if getattr(args, flag) is not None:
+                raise InputError(f"--{flag.replace('_', '-')} is an option of --frontier", field=flag)
+        return None
+    if args.x2 is None:
+        raise InputError("--frontier needs a joint law: give --x2 (D) with --x (N)", field="frontier")
+    if args.cost is not None:
+        cost = frontier.parse_cost(args.cost)
+    elif "train_flops" in df.columns:
+        cost = frontier.fit_cost(df[args.x], df[args.x2], df["train_flops"],
+                                 df["epochs"] if "epochs" in df.columns else None, file=file)
+    else:
+        cost = frontier.parse_cost(frontier.DEFAULT_COST, source="default")
+    return {"cost": cost, "budgets": args.budget, "target_loss": args.target_loss}
 
 
 def _check_holdout(holdout: int, curve, law: str, file=None, entry=None) -> None:
@@ -78,7 +107,7 @@ def _cmd_fit(args) -> None:
         curve = curve_from(sub, args.x, args.y, args.x2, file=args.csv)
         _check_holdout(args.holdout, curve, args.law, file=args.csv, entry=name)
         r = fit_curve(curve, args.law, objective=args.objective, holdout=args.holdout, n_boot=args.bootstrap,
-                      seed=args.seed, target=args.target)
+                      seed=args.seed, target=args.target, frontier=_frontier_options(args, sub, args.csv))
         results.append((name, r))
     if args.json:
         if len(results) == 1 and not args.group:
@@ -95,12 +124,17 @@ def _cmd_analyze(args) -> None:
     from sweeps.tracking import default_uri
 
     _check_numbers(args)
+    if args.axis != "compute":
+        for flag in ("cost", "budget", "target_loss"):
+            if getattr(args, flag) is not None:
+                raise InputError(f"--{flag.replace('_', '-')} is an option of --axis compute", field=flag)
     if args.json:  # MLflow writes "View run at URL" to stdout after each run it ends
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     res = analyze_experiment(args.experiment, default_uri(args.tracking_uri), metric=args.metric, axis=args.axis,
                              out=args.out, law=args.law, objective=args.objective, holdout=args.holdout,
                              n_boot=args.bootstrap, seed=args.seed, target=args.target, sweep=args.sweep,
-                             stage=args.stage, verbose=not args.json)
+                             stage=args.stage, verbose=not args.json, cost=args.cost, budgets=args.budget,
+                             target_loss=args.target_loss)
     if args.json:
         print(json.dumps(res, default=str))
 
@@ -144,6 +178,8 @@ def _cmd_demo(args) -> None:
         print(f"  skipped {why}")
     print(f"report, fits and plots: {res['out']} (and the MLflow analysis run {res['run_id']})")
     print(f"browse the runs:  {_matscale()} ui --experiment {spec.experiment} --tracking-uri {db}")
+    print(f"more data or more parameters?  {_matscale()} analyze --experiment {spec.experiment} --tracking-uri {db} "
+          f"--axis compute --out {out / 'compute'}")
 
 
 def _matscale() -> str:
@@ -155,6 +191,18 @@ def _matscale() -> str:
         return str(script.relative_to(Path.cwd()))
     except ValueError:
         return str(script)
+
+
+def _frontier_flags(p, always: bool = False) -> None:
+    """The compute-optimal options (``--frontier`` itself only where it is optional)."""
+    if not always:
+        p.add_argument("--frontier", action="store_true", help="joint laws: the compute-optimal frontier N*(C), D*(C) "
+                       "with CIs, the verdict data-/model-limited at the best measured point, and --target-loss")
+    p.add_argument("--cost", help="cost formula in N and D, like '6*N*D' (default: fitted to a train_flops column "
+                   "as k*N*D*epochs, else 6*N*D)")
+    p.add_argument("--budget", type=float, nargs="+", help="costs at which to report the optimal N, D and loss "
+                   "(default: 5 from the smallest measured cost to 10x the largest)")
+    p.add_argument("--target-loss", type=float, help="the cheapest N, D and cost reaching this loss")
 
 
 def register(sub) -> None:
@@ -176,6 +224,7 @@ def register(sub) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)")
     p.add_argument("--target", type=float, help="report the x needed to reach this loss")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    _frontier_flags(p)
     p.add_argument("--json", action="store_true", help="print the fits as JSON")
     p.set_defaults(func=_cmd_fit)
 
@@ -185,7 +234,8 @@ def register(sub) -> None:
     p.add_argument("--metric", default="val_loss", help="the trial metric to fit (default val_loss; e.g. test_loss, "
                    "val_eps_mae)")
     p.add_argument("--axis", default="data", choices=AXES,
-                   help="data/params/both: scaling laws; transfer: L(source_n) = D n^-alpha + C per target size "
+                   help="data/params/both: scaling laws; compute: the joint law's compute-optimal frontier and "
+                        "whether the best point is data- or model-limited; transfer: L(source_n) = D n^-alpha + C per target size "
                         "against the no-pretraining baseline; coverage: curves per subset strategy and where more "
                         "diverse data raises the loss")
     p.add_argument("--out", default="analysis-out", help="folder for fits.json, report.md and plots")
@@ -194,6 +244,7 @@ def register(sub) -> None:
     p.add_argument("--holdout", type=int, default=1, help="hold out the K largest x to score extrapolation (default 1)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default 1000; 0: none)")
     p.add_argument("--target", type=float, help="report the x needed to reach this loss")
+    _frontier_flags(p, always=True)
     p.add_argument("--sweep", help="only this sweep id")
     p.add_argument("--stage", help="only this stage (grid, refine, ...)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")

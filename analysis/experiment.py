@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from gnn.errors import InputError
 from sweeps import record
 
@@ -45,16 +47,26 @@ def print_result(r: dict, name: str = "") -> None:
     if r.get("target"):
         t = r["target"]
         print(f"   loss {t['loss']} needs x = {t['x']:.4g}" if t["reachable"] else f"   loss {t['loss']} is unreachable")
+    if r.get("frontier"):
+        from analysis.frontier import text
+
+        for line in text(r["frontier"]):
+            print(f"   {line}")
 
 
-AXES = ("data", "params", "both", "transfer", "coverage")  #: what ``analyze --axis`` takes
+AXES = ("data", "params", "both", "compute", "transfer", "coverage")  #: what ``analyze --axis`` takes
 
 
 def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val_loss", axis: str = "data",
                        out: str | Path = "analysis", law: str = "auto", objective: str = "auto", holdout: int = 0,
                        n_boot: int = 1000, seed: int = 0, target: float | None = None, sweep: str | None = None,
-                       stage: str | None = None, log: bool = True, verbose: bool = True) -> dict:
-    """Load, aggregate, fit every group, write plots/report/fits.json and log an ``analysis`` run."""
+                       stage: str | None = None, log: bool = True, verbose: bool = True, cost: str | None = None,
+                       budgets: list[float] | None = None, target_loss: float | None = None) -> dict:
+    """Load, aggregate, fit every group, write plots/report/fits.json and log an ``analysis`` run.
+
+    ``axis="compute"``: the joint L(N, D) per architecture with its compute-optimal frontier
+    (:mod:`analysis.frontier`), the cost ``cost`` (a formula in N and D) or else fitted to the trials' counted
+    ``train_flops``; ``budgets`` and ``target_loss`` as there."""
     from analysis.report import log_analysis_run, write_outputs
     from analysis.runs import aggregate, load_runs
     from sweeps import tracking
@@ -74,7 +86,8 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
         return run(experiment, tracking_uri, best, points, exp_id, out=out, metric=metric, n_boot=n_boot, seed=seed,
                    target=target, log=log, verbose=verbose)
     options = {"objective": objective, "holdout": holdout, "n_boot": n_boot, "seed": seed, "target": target}
-    groups, skipped = _fit_groups(_group_jobs(best, axis, metric, law, options, out / "plots"), verbose)
+    compute = {"cost": cost, "budgets": budgets, "target_loss": target_loss} if axis == "compute" else None
+    groups, skipped = _fit_groups(_group_jobs(best, axis, metric, law, options, out / "plots", compute), verbose)
     problems = [f"{row.trial_key}: {row.status}" + (f" ({row.failure_reason})" if row.failure_reason else "")
                 for row in problems_df.itertuples()]
     flagged = [f"{p.arch} N={sci(p.n_params_target)} D={int(p.n_train)}: spread {100 * p.spread:.1f} % over {p.seeds} "
@@ -89,9 +102,13 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
             "problems": problems, "flagged": flagged, "skipped": skipped, "run_id": run_id, "out": str(out)}
 
 
-def _group_jobs(best, axis: str, metric: str, law: str, options: dict, plots: Path) -> list[tuple]:
+def _group_jobs(best, axis: str, metric: str, law: str, options: dict, plots: Path,
+                compute: dict | None = None) -> list[tuple]:
     """One fitting job per curve: L(D) at each N (``data``), L(N) at each D (``params``), and with ``both`` also
-    the joint L(N, D) per architecture; each variant (subset, transfer source) is its own group."""
+    the joint L(N, D) per architecture (``compute``: only those, each with its frontier options ``compute``, the
+    cost fitted to that group's ``train_flops`` unless a formula is given); each variant (subset, transfer source)
+    is its own group."""
+    from analysis import frontier
     from analysis.fit import make_curve
     from analysis.laws import JOINT
     from analysis.runs import VARIANT, variant_label
@@ -104,7 +121,7 @@ def _group_jobs(best, axis: str, metric: str, law: str, options: dict, plots: Pa
     if axis in ("params", "both"):
         for (arch, d, *v), sub in best.groupby(["arch", "n_train"] + VARIANT):
             specs.append(("params", f"{arch} D={int(d)}{variant_label(*v)}", sub, "n_params", None))
-    if axis == "both":
+    if axis in ("both", "compute"):
         for (arch, *v), sub in best.groupby(["arch"] + VARIANT):
             specs.append(("joint", f"{arch} joint{variant_label(*v)}", sub, "n_params", "n_train"))
     jobs = []
@@ -112,7 +129,13 @@ def _group_jobs(best, axis: str, metric: str, law: str, options: dict, plots: Pa
         curve = make_curve(sub[xcol].to_numpy(float), sub[metric].to_numpy(float),
                            None if x2col is None else sub[x2col].to_numpy(float))
         group_law = law if (kind == "joint") == (law in JOINT) else "auto"  # a 1-D law for 1-D groups only
-        jobs.append((kind, name, curve, group_law, options, plots, metric))
+        group_options = options
+        if compute is not None:
+            cost = (frontier.parse_cost(compute["cost"]) if compute["cost"] else
+                    frontier.fit_cost(sub["n_params"], sub["n_train"], sub.get("train_flops", np.full(len(sub), np.nan)),
+                                      sub.get("epochs")))
+            group_options = {**options, "frontier": {**compute, "cost": cost}}
+        jobs.append((kind, name, curve, group_law, group_options, plots, metric))
     return jobs
 
 

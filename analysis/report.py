@@ -87,9 +87,14 @@ def plot_grid(title: str, curve: Curve, result: dict, path: Path) -> None:
     regimes = result.get("regimes", {})
     for p in regimes.get("points", []):
         ax.plot(p["N"], p["D"], "o", color="tab:red" if p["regime"] == "data-limited" else "tab:orange", ms=5)
-    front = [(f["N"], f["D"]) for f in regimes.get("frontier", []) if f["D"]]
-    if front:
-        ax.plot(*zip(*front), color="tab:red", lw=2, label="frontier: equal gain from 2×N and 2×D")
+    fr = result.get("frontier")
+    if fr:  # the compute-optimal path N*(C), D*(C) over the plotted range, and the point the verdict is about
+        _plot_frontier(ax, law, result["params"], fr, n, d)
+    else:
+        front = [(f["N"], f["D"]) for f in regimes.get("frontier", []) if f["D"]]
+        if front:
+            ax.plot(*zip(*front), color="tab:red", lw=2, label="frontier: equal gain from 2×N and 2×D")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower left")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -99,6 +104,22 @@ def plot_grid(title: str, curve: Curve, result: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_frontier(ax, law, params: dict, fr: dict, n: np.ndarray, d: np.ndarray) -> None:
+    from analysis import frontier
+    from analysis.frontier import Cost
+
+    cost = Cost(fr["cost"]["expr"])
+    corners = cost(np.array([n[0], n[-1]]), np.array([d[0], d[-1]]))
+    budgets = np.logspace(np.log10(corners[0]), np.log10(corners[1]), 40)
+    row = np.array([[params[k] for k in law.names]])
+    n_s, d_s, _ = frontier.optimum(law, row, cost, budgets, (np.log10(n[0]), np.log10(n[-1])))
+    inside = (n_s[0] >= n[0]) & (n_s[0] <= n[-1]) & (d_s[0] >= d[0]) & (d_s[0] <= d[-1])
+    ax.plot(n_s[0][inside], d_s[0][inside], color="tab:red", lw=2, label=f"compute-optimal N*(C), D*(C), C = "
+            f"{fr['cost']['model']}")
+    v = fr["verdict"]
+    ax.plot(v["N"], v["D"], "*", color="white", mec="black", ms=13, label=f"best measured: {v['verdict']}")
 
 
 def fmt(v) -> str:
@@ -155,6 +176,11 @@ def markdown(title: str, groups: list[dict], problems: list[dict], flagged: list
             n_data = sum(p["regime"] == "data-limited" for p in pts)
             lines.append(f"- {n_data} of {len(pts)} grid points are data-limited (doubling D buys more than "
                          f"doubling N); the rest are model-limited. The frontier is in fits.json and the heat map.")
+        if r.get("frontier"):
+            from analysis.frontier import text as frontier_text
+
+            lines += ["", "Compute-optimal allocation (95 % CIs):", ""]
+            lines += [f"- {line.strip()}" for line in frontier_text(r["frontier"], fmt)]
         lines += ["", f"![{g['name']}](plots/{g['plot']})", ""]
     if flagged:
         lines += ["## Points with seed spread above 5 %", ""] + [f"- {f}" for f in flagged] + [""]
@@ -316,6 +342,13 @@ def _log_analysis_run(c, experiment_id: str, out: Path, groups: list[dict], metr
         for i, bp in enumerate(r.get("breakpoints", [])):
             if bp["x"] is not None:
                 metrics[f"{key}/break{i + 1}"] = bp["x"]
+        fr = r.get("frontier")
+        if fr:
+            params[f"{key}.verdict"] = fr["verdict"]["verdict"]
+            params[f"{key}.cost"] = fr["cost"]["model"]
+            for name, a in (("frontier_a", fr["a"]), ("frontier_b", fr["b"]), ("gain_ratio", fr["verdict"]["ratio"])):
+                metrics[f"{key}/{name}"] = a["value"]
+                metrics[f"{key}/{name}_ci_lo"], metrics[f"{key}/{name}_ci_hi"] = a["ci"]
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
     tracking.log_batch(c, run.info.run_id, metrics=metrics, params=params,
                        tags={record.NOTE: analysis_note(groups, metric)})

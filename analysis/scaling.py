@@ -194,8 +194,10 @@ def _answers(law, params, boot, curve: Curve, level, target, sat_frac, sat_slope
 
 def fit_curve(curve: Curve, law: str = "auto", *, objective: str = "auto", holdout: int = 0, n_boot: int = 1000,
               seed: int = 0, level: float = 0.95, target: float | None = None, sat_frac: float = 0.05,
-              sat_slope: float = 0.05, workers: int | None = None) -> dict:
-    """Fit the candidate laws (all of them for ``law="auto"``); the winner by :func:`analysis.fit.choose_law`."""
+              sat_slope: float = 0.05, workers: int | None = None, frontier: dict | None = None) -> dict:
+    """Fit the candidate laws (all of them for ``law="auto"``); the winner by :func:`analysis.fit.choose_law`.
+    ``frontier`` (joint curves): the keyword arguments ``cost``, ``budgets``, ``target_loss`` of
+    :func:`analysis.frontier.compute`, whose answers become ``out["frontier"]``."""
     names = candidate_names(law, curve.joint)
     xs, x2s = curve.spans()
     ks = {name: make_law(name, xs, (0.0, 0.0), x2s).k for name in names}
@@ -217,4 +219,8 @@ def fit_curve(curve: Curve, law: str = "auto", *, objective: str = "auto", holdo
         b = break_estimate(curve, cands, best["law"], n_boot=n_boot, seed=seed, level=level)
         breaks = [{k: b[k] for k in ("x", "ci", "half_width", "laws")}]
     out.update(_answers(winner, best["params"], best["boot"], curve, level, target, sat_frac, sat_slope, breaks))
+    if frontier is not None and winner.joint:
+        from analysis import frontier as compute_optimal
+
+        out["frontier"] = compute_optimal.compute(winner, best["params"], best["boot"], curve, level=level, **frontier)
     return out
