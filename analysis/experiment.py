@@ -86,7 +86,7 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
         return run(experiment, tracking_uri, best, points, exp_id, out=out, metric=metric, n_boot=n_boot, seed=seed,
                    target=target, log=log, verbose=verbose)
     options = {"objective": objective, "holdout": holdout, "n_boot": n_boot, "seed": seed, "target": target}
-    compute = {"cost": cost, "budgets": budgets, "target_loss": target_loss} if axis == "compute" else None
+    compute = {"cost": cost, "budgets": budgets, "target_loss": target_loss} if axis in ("both", "compute") else None
     groups, skipped = _fit_groups(_group_jobs(best, axis, metric, law, options, out / "plots", compute), verbose)
     problems = [f"{row.trial_key}: {row.status}" + (f" ({row.failure_reason})" if row.failure_reason else "")
                 for row in problems_df.itertuples()]
@@ -105,9 +105,9 @@ def analyze_experiment(experiment: str, tracking_uri: str, *, metric: str = "val
 def _group_jobs(best, axis: str, metric: str, law: str, options: dict, plots: Path,
                 compute: dict | None = None) -> list[tuple]:
     """One fitting job per curve: L(D) at each N (``data``), L(N) at each D (``params``), and with ``both`` also
-    the joint L(N, D) per architecture (``compute``: only those, each with its frontier options ``compute``, the
-    cost fitted to that group's ``train_flops`` unless a formula is given); each variant (subset, transfer source)
-    is its own group."""
+    the joint L(N, D) per architecture (``compute``: only those); a joint group gets its frontier with the options
+    ``compute``, the cost fitted to that group's ``train_flops`` unless a formula is given (``both``: only where
+    every trial counted its FLOPs); each variant (subset, transfer source) is its own group."""
     from analysis import frontier
     from analysis.fit import make_curve
     from analysis.laws import JOINT
@@ -130,7 +130,8 @@ def _group_jobs(best, axis: str, metric: str, law: str, options: dict, plots: Pa
                            None if x2col is None else sub[x2col].to_numpy(float))
         group_law = law if (kind == "joint") == (law in JOINT) else "auto"  # a 1-D law for 1-D groups only
         group_options = options
-        if compute is not None:
+        counted = "train_flops" in sub and bool(np.isfinite(sub["train_flops"].to_numpy(float)).all())
+        if kind == "joint" and compute is not None and (axis == "compute" or counted):  # both: where FLOPs were counted
             cost = (frontier.parse_cost(compute["cost"]) if compute["cost"] else
                     frontier.fit_cost(sub["n_params"], sub["n_train"], sub.get("train_flops", np.full(len(sub), np.nan)),
                                       sub.get("epochs")))
@@ -206,7 +207,13 @@ def headline(r: dict, name: str, axis: str = "") -> str:
         lo, hi = sat.get("ci") or [None, None]
         parts.append(f"within 5 % of its floor from {x} = {num(sat['value'])}"
                      + (f" [{num(lo)}, {num(hi)}]" if lo is not None and hi is not None else ""))
-    if r.get("regimes", {}).get("points"):
+    if r.get("frontier"):
+        v = r["frontier"]["verdict"]
+        lo, hi = v["ratio"]["ci"]
+        parts.append(f"at the best point N={num(v['N'])}, D={num(v['D'])}: {v['verdict']} (per unit of cost, "
+                     f"parameters buy {num(v['ratio']['value'])}" + (f" [{num(lo)}, {num(hi)}]" if lo is not None else "")
+                     + " × what data buy)")
+    elif r.get("regimes", {}).get("points"):
         last = max(r["regimes"]["points"], key=lambda p: (p["N"], p["D"]))
-        parts.append(f"at N={num(last['N'])}, D={num(last['D'])}: {last['regime']}")
+        parts.append(f"at N={num(last['N'])}, D={num(last['D'])}: {last['regime']} (point estimate)")
     return "; ".join(parts)

@@ -51,8 +51,11 @@ class Cost:
         return _evaluate(_parse(self.expr), {"N": n, "D": d})
 
     def as_dict(self) -> dict:
-        text = (f"{self.k:.4g}·N·D·epochs at epochs = {self.epochs:g}" if self.source == "train_flops"
-                else self.expr)
+        text = self.expr
+        if self.source == "train_flops":
+            text = f"{self.k:.4g}·N·D·epochs at epochs = {self.epochs:g}"
+        elif self.source == "default":
+            text = f"{self.expr} (assumed: no train_flops column; --cost to change)"
         out = {"model": text, "expr": self.expr, "source": self.source}
         if self.source == "train_flops":
             out.update(k=self.k, epochs=self.epochs, rms_log10_residual=self.rms_log10, runs=self.runs)
