@@ -412,7 +412,8 @@ def _tuner(sw: _Sweep, trainable, finished: dict, started: set, name: str):
 
     spec = sw.spec
     searcher = PointSearcher(sw.points, spec.hpo["trials_per_point"], spec.hpo["space"], sampler=spec.hpo["sampler"],
-                             done=finished, first=started, record=TrialRecord(_trial_context(sw)))
+                             done=finished, first=started, record=TrialRecord(_trial_context(sw)),
+                             share=spec.hpo.get("share", "none"))
     es = spec.hpo["early_stopping"]
     scheduler = None if es["type"] == "none" else PerPointScheduler(
         es["type"], spec.budget["epochs"], es["grace_epochs"], es["reduction_factor"], es["min_trials"],

@@ -42,6 +42,7 @@ ROUND = TAG + "round"  #: refinement round of a refine sweep and of its analysis
 PARENT_SWEEP = TAG + "parent_sweep"  #: the grid sweep a refine sweep refines
 AXIS = TAG + "axis"  #: the axis an analysis run fitted
 COVERAGE_FLAGS = TAG + "coverage_flags"
+HPO_FROM = TAG + "hpo_from"  #: the neighbouring trial whose best configuration this trial tries (``hpo.share``)
 
 # MLflow's own tags that matscale sets for the MLflow UI
 EXPERIMENT_KIND = "mlflow.experimentKind"  #: experiment tag: the experiment's type in the UI (GenAI or model training)

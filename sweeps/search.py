@@ -5,6 +5,12 @@ different sizes inform each other. :class:`PointSearcher` walks the grid itself:
 every point before trial ``t + 1`` of any, so each study's sampler sees the earlier trials of its own point.
 :class:`PerPointScheduler` likewise keeps one ASHA or median-stopping scheduler per point, so early stopping
 only ever compares trials of the same point.
+
+With ``hpo.share: neighbours`` a point's study is warm-started from its grid neighbours (:func:`neighbours`):
+trial ``t ≥ 1`` of a point first tries the best configuration found so far at a finished neighbouring point that
+it has not tried yet (same model size first: its learning rate carries over as is; from another size the learning
+rate is rescaled by √(N_neighbour / N), i.e. inversely with the trunk width, as μP prescribes for Adam), then its
+own study's draws. Trial 0 is always the point's own draw, so every point still explores.
 """
 
 from __future__ import annotations
@@ -16,11 +22,31 @@ import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
 
-from sweeps.record import point_of, trial_key
+from sweeps.record import HPO_FROM, point_of, trial_key
 from sweeps.spec import Point
 
 METRIC = "val_loss"  #: what schedulers watch each epoch
 OBJECTIVE = "best_val_loss"  #: what each Optuna study minimises
+SHARE = ("none", "neighbours")  #: the values of ``hpo.share``
+
+
+def neighbours(points: list[Point]) -> dict[str, list[str]]:
+    """Each point's grid neighbours (same arch, subset, source and seed): the next smaller and larger data size
+    at its model size, then the next smaller and larger model size at its data size."""
+    lines: dict[tuple, list[Point]] = {}
+    for p in points:
+        same = (p.arch, p.subset, p.source_n, p.seed)
+        lines.setdefault(same + ("D", p.n_params), []).append(p)
+        lines.setdefault(same + ("N", p.n_train), []).append(p)
+    out: dict[str, list[str]] = {p.key: [] for p in points}
+    for axis in ("D", "N"):
+        for line_key, line in lines.items():
+            if line_key[4] != axis:
+                continue
+            line.sort(key=lambda q: q.n_train if axis == "D" else q.n_params)
+            for i, q in enumerate(line):
+                out[q.key] += [line[j].key for j in (i - 1, i + 1) if 0 <= j < len(line)]
+    return out
 
 
 def distributions(space: dict) -> tuple[dict, dict]:
@@ -55,12 +81,15 @@ class PointSearcher(Searcher):
         done: ``{trial_key: (params, objective)}`` of trials already FINISHED (skipped, but fed to the studies).
         first: trial keys to hand out first (those an interrupted invocation had started).
         record: opens each trial's MLflow run; None: configs without ``run_id`` (tests of the search alone).
+        share: ``"neighbours"`` warm-starts each point from its grid neighbours (see the module docstring).
     """
 
-    record = None  #: (a class default, for searchers pickled by an older matscale)
+    record = None  #: (class defaults, for searchers pickled by an older matscale: read, never written)
+    share = "none"
+    near: dict = {}
 
     def __init__(self, points: list[Point], trials_per_point: int, space: dict, *, sampler: str = "tpe",
-                 done: dict | None = None, first=(), record=None):
+                 done: dict | None = None, first=(), record=None, share: str = "none"):
         super().__init__(metric=OBJECTIVE, mode="min")
         self.space = space
         self.sampler = sampler
@@ -74,6 +103,13 @@ class PointSearcher(Searcher):
         self.queue = sorted(todo, key=lambda kt: trial_key(*kt) not in first)  # interrupted ones first
         self.studies: dict[str, optuna.Study] = {}
         self.live: dict[str, tuple[str, int | None, dict | None]] = {}
+        self.share = share
+        self.near = neighbours(points) if share == "neighbours" else {}
+        self.results: dict[str, list[tuple[dict, float, str]]] = {}  #: per point: (params, objective, trial key)
+        self.trial_keys: dict[str, str] = {}  #: Tune's trial id → trial key, while the trial runs
+        for key, (params, value) in self.done.items():
+            if value is not None:
+                self.results.setdefault(point_of(key), []).append((params, value, key))
 
     def __len__(self) -> int:
         return len(self.queue)
@@ -97,14 +133,36 @@ class PointSearcher(Searcher):
             self.studies[key] = study
         return self.studies[key]
 
-    def _ask(self, trial_id: str, key: str, trial_key: str) -> dict:
-        """New hyperparameters for one trial from its point's study (the fixed values included)."""
+    def _ask(self, trial_id: str, key: str, trial_key: str, index: int = 0) -> tuple[dict, str | None]:
+        """New hyperparameters for one trial from its point's study (the fixed values included), and the neighbour
+        trial whose configuration it takes (None: the study's own draw)."""
         dists, fixed = distributions(self.space)
         study = self._study(key)
         study.sampler = self._sampler(trial_key)
+        shared = self._shared(key, study, dists) if self.share == "neighbours" and index >= 1 else None
+        if shared is not None:
+            study.enqueue_trial(shared[0])
         trial = study.ask(dists)
         self.live[trial_id] = (key, trial.number, None)
-        return {**fixed, **trial.params}
+        return {**fixed, **trial.params}, None if shared is None else shared[1]
+
+    def _shared(self, key: str, study: optuna.Study, dists: dict) -> tuple[dict, str] | None:
+        """The best configuration of the first finished neighbour whose best this point has not tried, rescaled to
+        this point's size; None when there is none."""
+        point = self.points[key]
+        tried = [t.params for t in study.trials]
+        for near in self.near.get(key, []):
+            results = [r for r in self.results.get(near, []) if all(k in r[0] for k in dists)]
+            if not results:
+                continue
+            params, _, source = min(results, key=lambda r: r[1])
+            params = {k: params[k] for k in dists}
+            if "lr" in params and self.points[near].n_params != point.n_params:
+                low, high = dists["lr"].low, dists["lr"].high
+                params["lr"] = min(high, max(low, params["lr"] * (self.points[near].n_params / point.n_params) ** 0.5))
+            if not any(all(_same(t.get(k), v) for k, v in params.items()) for t in tried):
+                return params, source
+        return None
 
     def suggest(self, trial_id: str) -> dict | None:
         """The next trial's :class:`sweeps.trial.TrialConfig` as Tune's config dict."""
@@ -114,10 +172,19 @@ class PointSearcher(Searcher):
             return Searcher.FINISHED
         key, t = self.queue.pop(0)
         trial = TrialConfig.of(self.points[key], t)
+        self.__dict__.setdefault("trial_keys", {})[trial_id] = trial.key
+        source: list[str | None] = [None]
+
+        def ask() -> dict:
+            hparams, source[0] = self._ask(trial_id, key, trial.key, t)
+            return hparams
+
         if self.record is None:
-            trial.hparams = self._ask(trial_id, key, trial.key)
-            return trial.as_dict()
-        trial = self.record.open(trial, lambda: self._ask(trial_id, key, trial.key))
+            trial.hparams = ask()
+            return {**trial.as_dict(), **({"hpo_from": source[0]} if source[0] else {})}
+        trial = self.record.open(trial, ask)
+        if source[0]:
+            self.record.tag(trial.run_id, {HPO_FROM: source[0]})
         if trial_id not in self.live:  # the values of record: the study learns them when the trial ends
             self.live[trial_id] = (key, None, trial.hparams)
         return trial.as_dict()
@@ -129,6 +196,10 @@ class PointSearcher(Searcher):
         value = None if result is None or error else result.get(OBJECTIVE)
         complete = value is not None and value == value
         study = self._study(key)
+        source = self.__dict__.setdefault("trial_keys", {}).pop(trial_id, None)
+        if complete:
+            done = params if params is not None else study.trials[number].params
+            self.__dict__.setdefault("results", {}).setdefault(key, []).append((dict(done), value, source))
         if number is not None:
             study.tell(number, value if complete else None,
                        state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.FAIL)
@@ -147,10 +218,21 @@ class PointSearcher(Searcher):
 
     def get_state(self) -> dict:
         return {k: getattr(self, k) for k in ("space", "sampler", "trials_per_point", "points", "done", "queue",
-                                               "record", "studies", "live")}
+                                               "record", "studies", "live", "share", "near", "results",
+                                               "trial_keys")}
 
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state)
+
+
+def _same(a, b) -> bool:
+    """Two hyperparameter values are the same configuration (floats to 1e-9 relative)."""
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return abs(float(a) - float(b)) <= 1e-9 * max(abs(float(a)), abs(float(b)), 1e-300)
+        except (TypeError, ValueError):
+            return False
+    return a == b
 
 
 class PerPointScheduler(FIFOScheduler):

@@ -20,6 +20,7 @@ training budget, the HPO search (Optuna, one study per scaling point) and the re
       trials_per_point: 2
       space: {lr: {log_uniform: [3.0e-4, 3.0e-3]}, batch_size: {choice: [16, 32]}}
       early_stopping: {type: asha, grace_epochs: 2}              # or median, or none
+      share: neighbours      # trial t >= 1 first tries a grid neighbour's best configuration (default: none)
     resources: {cpu: 1, gpu: 0}              # or auto, or {gpu: auto, gpu_type: L4} (sized to the model)
     tracking_uri: sqlite:///runs/demo/mlflow.db
     storage_path: runs/demo/ray
@@ -73,7 +74,7 @@ AXES_KEYS = {"n_train", "target_n", "data_fractions", "n_params", "seeds", "subs
 TRANSFER_KEYS = {"source", "source_targets", "strategy", "pretrain"}
 PRETRAIN_KEYS = {"epochs", "lr", "batch_size", "weight_decay", "patience"}
 BUDGET_KEYS = {"epochs", "max_steps", "patience", "precision"}
-HPO_KEYS = {"trials_per_point", "space", "early_stopping", "sampler"}
+HPO_KEYS = {"trials_per_point", "space", "early_stopping", "sampler", "share"}
 STOP_KEYS = {"type", "grace_epochs", "reduction_factor", "min_trials"}
 RESOURCE_KEYS = {"cpu", "gpu", "gpu_type"}
 #: (minimum, strictly above it, below) of each searchable value, as gnn.train.TrainConfig.validate requires
@@ -536,7 +537,8 @@ def _check_budget(budget: Any, path: str) -> dict:
 
 
 def _check_hpo(hpo: Any, path: str) -> dict:
-    """The ``hpo`` section with defaults: trials per point, search space, early stopping, sampler."""
+    """The ``hpo`` section with defaults: trials per point, search space, early stopping, sampler, and ``share``
+    (:mod:`sweeps.search`; ``none`` by default)."""
     hpo = _check_keys(hpo or {}, HPO_KEYS, path, "hpo.")
     stop = _check_keys(hpo.get("early_stopping") or {"type": "none"}, STOP_KEYS, path, "hpo.early_stopping.")
     if stop.get("type", "none") not in ("asha", "median", "none"):
@@ -545,8 +547,12 @@ def _check_hpo(hpo: Any, path: str) -> dict:
     sampler = hpo.get("sampler", "tpe")
     if sampler not in ("tpe", "random"):
         raise InputError(f"must be tpe or random, got {sampler!r}", **_where(path, "hpo.sampler"))
+    share = hpo.get("share", "none")
+    if share not in ("none", "neighbours"):
+        raise InputError(f"must be neighbours or none, got {share!r}", **_where(path, "hpo.share"))
     sk = "hpo.early_stopping."
-    return {"trials_per_point": _number(hpo.get("trials_per_point", 1), path, "hpo.trials_per_point", kind=int,
+    return {**({"share": share} if share != "none" else {}),  # kept only where used: older specs keep their hash
+            "trials_per_point": _number(hpo.get("trials_per_point", 1), path, "hpo.trials_per_point", kind=int,
                                         minimum=1),
             "space": _check_space(hpo.get("space"), path),
             "early_stopping": {"type": stop.get("type", "none"),

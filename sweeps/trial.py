@@ -124,6 +124,11 @@ class TrialRecord:
         return replace(trial, run_id=record.replace_run(c, old, tags))
 
 
+    def tag(self, run_id: str, tags: dict) -> None:
+        """Add tags to a trial's run (e.g. where its hyperparameters came from)."""
+        tracking.log_batch(tracking.client(self.ctx.tracking_uri), run_id, tags=tags)
+
+
 def _create_run(c, trial: TrialConfig, ctx: TrialContext) -> str:
     """Create a trial's run (SCHEDULED until a worker starts it) with its params and axis metrics."""
     run = c.create_run(ctx.experiment_id, run_name=trial.key, tags=record.trial_tags(trial, ctx))

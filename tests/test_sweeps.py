@@ -136,6 +136,7 @@ def test_tiny_sweep_tracks_every_trial_and_never_duplicates(tmp_path, data_dir, 
             assert m["val_loss"] == min(h.value for h in history) and m["epochs"] == len(history) < 2
             continue
         assert {"test_loss", "val_eps_sc", "test_drude_mae"} <= set(m) and len(history) == 2
+        assert m["train_flops"] == m["flops_per_sample"] * m["n_train"] * 2 > 0 and m["device_hours"] > 0
         assert {"metrics.json", "learning_curve.png", "best_model.pt"} <= {a.path for a in c.list_artifacts(r.info.run_id)}
         assert not any(k.startswith(("time_", "training_iteration", "config/")) for k in m)  # no Tune bookkeeping
     assert len(keys) == 4
