@@ -270,7 +270,7 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None]
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg.validate()
-    t_start = time.perf_counter()
+    t_start, cpu_start, started_at = time.perf_counter(), time.process_time(), time.time()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = _device(cfg.device)
@@ -296,7 +296,10 @@ def train(config: TrainConfig | dict, callback: Callable[[int, dict, str | None]
             _save_checkpoint(run, state)
         if callback is not None and callback(epoch, metrics, str(run.ckpt_path) if run.ckpt_path else None):
             stop = True  # for this call only: a resumed run goes on
-    return _final_metrics(run, state, elapsed)
+    result = _final_metrics(run, state, elapsed)
+    result["cpu_time_s"] = time.process_time() - cpu_start  # this process's CPU time (a trial's own worker)
+    result["started_at"] = started_at  # Unix time: with wall_time_s, when this call trained
+    return result
 
 
 def _prepare_data(cfg: TrainConfig) -> _Data:
@@ -467,6 +470,7 @@ def _final_metrics(run: _Run, state: LoopState, elapsed: Callable[[], float]) ->
         "data_time_frac": state.data_time_s / train_time,
         "peak_memory_mb": _peak_memory_mb(run.device),
         "device": str(run.device), "precision": run.precision, "n_trainable": run.n_trainable,
+        "threads": torch.get_num_threads(),
         "n_transferred_tensors": run.n_transferred,
         "trained_with": _trained_with(run.optimizer, run.cfg),
         **subsets.subset_stats(data.store, data.train_idx),

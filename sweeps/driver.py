@@ -213,6 +213,9 @@ def _ray_init(address: str | None) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
         # Ray enables token auth for a local cluster by default and warns about it on every start
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        # the workers inherit it: OpenMP threads that finish early sleep instead of spinning on cores other
+        # trials need (busy-waiting made 2-thread trials 5-10x slower on a loaded node)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         ray.init(address="local", include_dashboard=False, configure_logging=False)
     else:  # "auto" (attach to the cluster this machine belongs to) or "ray://head:10001"
         ray.init(address=address, configure_logging=False)

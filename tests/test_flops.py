@@ -49,6 +49,7 @@ def test_a_run_reports_its_training_compute(synth_dir):
     assert m["train_flops"] == pytest.approx(m["flops_per_sample"] * 80)
     assert m["flops_per_sample"] > 12 * m["width"] ** 2 * 10
     assert m["device_hours"] == pytest.approx(m["wall_time_s"] / 3600, rel=1e-3)  # one thread on the CPU
+    assert m["threads"] == 1 and 0 < m["cpu_time_s"] and m["started_at"] > 1.7e9
 
 
 def test_device_hours_count_the_devices_held():
