@@ -483,15 +483,27 @@ def _end_parent(sw: _Sweep, status: str, summary: dict) -> str:
     record.mark_unfinished(c, sw.exp_id, sw.parent_id, record.KILLED)
     states = [r.info.status for r in record.trial_runs(c, sw.exp_id, sw.spec.hash)]
     summary["failed"] = states.count(record.FAILED)
-    if status == record.FINISHED:
-        if record.KILLED in states:
-            status = record.KILLED  # interrupted (Ctrl-C): trials were stopped
-        elif summary["failed"]:
-            status = record.FAILED  # e.g. diverged trials (tag matscale.failure_reason)
-        elif record.count_missing(c, sw.exp_id, sw.spec, sw.points):
-            status = record.KILLED  # interrupted before every trial started
+    if status != record.KILLED:
+        status = outcome(status == record.FAILED, states, record.count_missing(c, sw.exp_id, sw.spec, sw.points))
     c.set_terminated(sw.parent_id, status)
     return status
+
+
+def outcome(tune_errors: bool, states: list[str], missing: int) -> str:
+    """A sweep's status from what its trials' MLflow runs say (the record is the truth), given whether Ray Tune
+    reported errors, the runs' statuses and how many trials have no FINISHED run.
+
+    Without Tune errors: KILLED when runs were stopped or trials never started (an interruption: ``--resume``
+    continues), FAILED when a run failed (e.g. diverged). With Tune errors: FAILED when a run failed or a trial has
+    no FINISHED run; else FINISHED —
+    also after Tune errors it recovered from (a retried trial, a restore whose checkpoint was already rotated
+    away), since every trial then has its FINISHED run."""
+    failed = record.FAILED in states
+    if not tune_errors:
+        if record.KILLED in states:
+            return record.KILLED  # interrupted: trials were stopped
+        return record.FAILED if failed else record.KILLED if missing else record.FINISHED
+    return record.FAILED if failed or missing or record.KILLED in states else record.FINISHED
 
 
 def _describe_parent(sw: _Sweep) -> None:
@@ -601,6 +613,9 @@ def summary_table(summary: dict, per_trial: bool = False) -> str:
     for t in trials:
         states[t["status"]] = states.get(t["status"], 0) + 1
     lines = [f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))]
+    if summary.get("errors") and summary.get("status") == "FINISHED":
+        lines.append(f"(Ray Tune reported {len(summary['errors'])} trial errors it recovered from: every trial has its "
+                     f"FINISHED run; first: {summary['errors'][0][:160]})")
     if per_trial:
         lines.append(f"{'trial':<36} {'status':<9} {'val_loss':>10}")
         lines += [f"{t['key']:<36} {t['status']:<9} " + (f"{t['val_loss']:>10.4f}" if t["val_loss"] is not None

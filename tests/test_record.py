@@ -62,3 +62,19 @@ def test_params_and_rows_agree():
     assert (row["trial_key"], row["point"], row["arch"], row["subset"]) == (trial.key, trial.point, "cgc", "random")
     assert (row["n_train"], row["seed"], row["hp.lr"], row["val_loss"]) == (150, 1, 0.002, 0.5)
     assert record.hparams_of(run) == {"lr": 0.002}
+
+
+def test_a_sweeps_status_is_what_its_trial_runs_say():
+    """Tune errors a sweep recovered from (every trial has its FINISHED run, e.g. a restore whose checkpoint had
+    been rotated away, then a retry) do not fail it; an interruption is KILLED, a failed run FAILED."""
+    from sweeps.driver import outcome
+
+    done = ["FINISHED"] * 4
+    assert outcome(True, done, 0) == "FINISHED"
+    assert outcome(False, done, 0) == "FINISHED"
+    assert outcome(True, done[:3], 1) == "FAILED"  # Tune errors and a trial without its FINISHED run
+    assert outcome(False, done[:3], 1) == "KILLED"  # interrupted before every trial started: --resume continues
+    assert outcome(False, done[:3] + ["KILLED"], 1) == "KILLED"
+    assert outcome(True, done[:3] + ["KILLED"], 1) == "FAILED"
+    assert outcome(False, done[:3] + ["FAILED"], 1) == "FAILED"
+    assert outcome(True, done[:3] + ["FAILED"], 1) == "FAILED"
