@@ -403,7 +403,7 @@ def _trial_context(sw: _Sweep):
                         system_metrics=spec.system_metrics, verbose=sw.verbose,
                         num_threads=spec.num_threads or int(max(1, sw.resources["cpu"])), extra_tags=sw.extra_tags,
                         transfer=None if sw.source_path is None else
-                        {**spec.transfer, "source_store": str(sw.source_path)})
+                        {**spec.transfer, "source_store": str(sw.source_path)}, simulate=spec.simulate)
 
 
 def _tuner(sw: _Sweep, trainable, finished: dict, started: set, name: str):

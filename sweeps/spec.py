@@ -61,12 +61,13 @@ import yaml
 
 from gnn.defaults import DEFAULT_CUTOFF, DEFAULT_POINTS, PRECISIONS
 from gnn.errors import InputError
+from sweeps import simulate
 from sweeps.record import SEARCHABLE, trial_key
 from sweeps.tracking import DEFAULT_URI
 
 TOP_KEYS = {"experiment", "dataset", "targets", "loss_weights", "archs", "axes", "budget", "hpo", "resources",
             "tracking_uri", "storage_path", "max_concurrent", "max_failures", "save_checkpoint", "system_metrics",
-            "num_threads", "description", "transfer"}
+            "num_threads", "description", "transfer", "simulate"}
 DATASET_KEYS = {"synthetic", "store", "import", "cutoff", "data_dir"}
 SYNTH_KEYS = {"n", "points", "seed", "noise", "gap"}
 IMPORT_KEYS = {"kind", "src", "targets", "points", "min_distance"}
@@ -82,7 +83,7 @@ SEARCH_RANGES = {"lr": (0, True, None), "weight_decay": (0, False, None), "batch
                  "warmup_frac": (0, False, 1), "grad_clip": (0, False, None)}
 DISTRIBUTIONS = {"log_uniform", "uniform", "int", "log_int", "choice"}
 #: fields that change what a trial computes; the spec hash covers exactly these
-HASHED = ("dataset", "targets", "loss_weights", "archs", "axes", "budget", "hpo", "transfer")
+HASHED = ("dataset", "targets", "loss_weights", "archs", "axes", "budget", "hpo", "transfer", "simulate")
 
 
 @dataclass
@@ -140,14 +141,16 @@ class Spec:
     num_threads: int | None = None
     description: str = ""
     transfer: dict | None = None  #: source dataset, source_targets, strategy, pretrain (see the module docstring)
+    simulate: dict | None = None  #: trials sleep and report a known law (:mod:`sweeps.simulate`; bench/scale.py)
     path: str = ""
 
     @property
     def hash(self) -> str:
         """Hash of everything that changes what trials compute (not where they run or are tracked)."""
         fields = {k: getattr(self, k) for k in HASHED}
-        if fields["transfer"] is None:  # keys that did not exist before keep old specs' hashes (and their runs)
-            fields.pop("transfer")
+        for key in ("transfer", "simulate"):  # keys that did not exist before keep old specs' hashes (and runs)
+            if fields[key] is None:
+                fields.pop(key)
         fields["axes"] = [{k: v for k, v in b.items() if not (k == "subset" and v == ["random"])} for b in self.axes]
         payload = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -517,7 +520,8 @@ def validate(raw: dict, path: str = "<spec>") -> Spec:
                 system_metrics=_flag(raw.get("system_metrics", True), path, "system_metrics"),
                 num_threads=_optional_number(raw.get("num_threads"), path, "num_threads", kind=int, minimum=1),
                 description=_text(raw.get("description") or "", path, "description", empty=True),
-                transfer=transfer, path=path)
+                transfer=transfer, simulate=simulate.check(raw.get("simulate"), lambda key: _where(path, key)),
+                path=path)
 
 
 def _check_budget(budget: Any, path: str) -> dict:

@@ -53,6 +53,7 @@ class TrialContext:
     num_threads: int | None = None
     extra_tags: dict = field(default_factory=dict)
     transfer: dict | None = None  #: the spec's transfer section plus ``source_store`` (a transfer sweep)
+    simulate: dict | None = None  #: the spec's simulate section: trials sleep and report a known law
 
 
 @dataclass
@@ -301,6 +302,10 @@ def _train_in_run(c, run_id: str, trial: TrialConfig, ctx: TrialContext, work: P
         try:
             if ctx.transfer is not None and trial.source_n:
                 result = _pretrain_finetune(c, run_id, trial, ctx, train_config, report)
+            elif ctx.simulate is not None:
+                from sweeps import simulate
+
+                result = simulate.train(train_config, ctx.simulate, callback=report)
             else:
                 result = train(train_config, callback=report)
         except SystemExit:  # Tune stopped the trial inside tune.report: early stopping, or Ctrl-C
