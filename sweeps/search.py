@@ -6,11 +6,12 @@ every point before trial ``t + 1`` of any, so each study's sampler sees the earl
 :class:`PerPointScheduler` likewise keeps one ASHA or median-stopping scheduler per point, so early stopping
 only ever compares trials of the same point.
 
-With ``hpo.share: neighbours`` a point's study is warm-started from its grid neighbours (:func:`neighbours`):
-trial ``t ≥ 1`` of a point first tries the best configuration found so far at a finished neighbouring point that
-it has not tried yet (same model size first: its learning rate carries over as is; from another size the learning
-rate is rescaled by √(N_neighbour / N), i.e. inversely with the trunk width, as μP prescribes for Adam), then its
-own study's draws. Trial 0 is always the point's own draw, so every point still explores.
+With ``hpo.share: neighbours`` a point's study is warm-started from its neighbourhood (:func:`neighbours`: the
+points at most one grid step away in N and in D, any seed): trial ``t ≥ 1`` of a point tries the configuration
+that did best, relative to its own point, among the neighbourhood's finished trials and that this point has not
+tried (:meth:`PointSearcher._shared`; from another model size the learning rate is rescaled by √(N_other / N), i.e.
+inversely with the trunk width, as μP prescribes for Adam). Trial 0 is always the point's own draw, so every point
+still explores, and the neighbourhood pools those draws: at 2 trials per point the second is the best of many.
 """
 
 from __future__ import annotations
@@ -31,21 +32,21 @@ SHARE = ("none", "neighbours")  #: the values of ``hpo.share``
 
 
 def neighbours(points: list[Point]) -> dict[str, list[str]]:
-    """Each point's grid neighbours (same arch, subset, source and seed): the next smaller and larger data size
-    at its model size, then the next smaller and larger model size at its data size."""
-    lines: dict[tuple, list[Point]] = {}
+    """Each point's neighbourhood: the points of its arch and variant (any seed, itself included) at most one
+    step away on the grid of model sizes and on the grid of data sizes, nearest first."""
+    groups: dict[tuple, list[Point]] = {}
     for p in points:
-        same = (p.arch, p.subset, p.source_n, p.seed)
-        lines.setdefault(same + ("D", p.n_params), []).append(p)
-        lines.setdefault(same + ("N", p.n_train), []).append(p)
-    out: dict[str, list[str]] = {p.key: [] for p in points}
-    for axis in ("D", "N"):
-        for line_key, line in lines.items():
-            if line_key[4] != axis:
-                continue
-            line.sort(key=lambda q: q.n_train if axis == "D" else q.n_params)
-            for i, q in enumerate(line):
-                out[q.key] += [line[j].key for j in (i - 1, i + 1) if 0 <= j < len(line)]
+        groups.setdefault((p.arch, p.subset, p.source_n), []).append(p)
+    out: dict[str, list[str]] = {}
+    for group in groups.values():
+        n_grid = sorted({q.n_params for q in group})
+        d_grid = sorted({q.n_train for q in group})
+        at = {q.key: (n_grid.index(q.n_params), d_grid.index(q.n_train)) for q in group}
+        for p in group:
+            i, j = at[p.key]
+            near = [q for q in group if abs(at[q.key][0] - i) <= 1 and abs(at[q.key][1] - j) <= 1]
+            near.sort(key=lambda q: (abs(at[q.key][0] - i) + abs(at[q.key][1] - j), q.seed != p.seed, q.key))
+            out[p.key] = [q.key for q in near]
     return out
 
 
@@ -147,19 +148,33 @@ class PointSearcher(Searcher):
         return {**fixed, **trial.params}, None if shared is None else shared[1]
 
     def _shared(self, key: str, study: optuna.Study, dists: dict) -> tuple[dict, str] | None:
-        """The best configuration of the first finished neighbour whose best this point has not tried, rescaled to
-        this point's size; None when there is none."""
+        """The most promising configuration finished in this point's neighbourhood that it has not tried, rescaled
+        to its size; None when there is none.
+
+        Trials at different points are compared by their residual log loss after a least-squares fit of the point
+        level, log L ≈ a + b·log N + c·log D, over the neighbourhood's finished trials (with fewer than 4 trials at 3
+        points, by the loss itself): the configuration that beat its own point's expected loss by most."""
+        import numpy as np
+
         point = self.points[key]
+        pool = [(params, value, source, self.points[near]) for near in self.near.get(key, [])
+                for params, value, source in self.results.get(near, [])
+                if value is not None and value > 0 and all(k in params for k in dists)]
+        if not pool:
+            return None
+        y = np.log([v for _, v, _, _ in pool])
+        x = np.array([[1.0, np.log(q.n_params), np.log(q.n_train)] for _, _, _, q in pool])
+        score = y
+        if len(pool) >= 4 and len({q.key for _, _, _, q in pool}) >= 3:
+            coef = np.linalg.lstsq(x, y, rcond=None)[0]
+            score = y - x @ coef
         tried = [t.params for t in study.trials]
-        for near in self.near.get(key, []):
-            results = [r for r in self.results.get(near, []) if all(k in r[0] for k in dists)]
-            if not results:
-                continue
-            params, _, source = min(results, key=lambda r: r[1])
+        for i in np.argsort(score, kind="stable"):
+            params, _, source, q = pool[i]
             params = {k: params[k] for k in dists}
-            if "lr" in params and self.points[near].n_params != point.n_params:
+            if "lr" in params and q.n_params != point.n_params:
                 low, high = dists["lr"].low, dists["lr"].high
-                params["lr"] = min(high, max(low, params["lr"] * (self.points[near].n_params / point.n_params) ** 0.5))
+                params["lr"] = min(high, max(low, params["lr"] * (q.n_params / point.n_params) ** 0.5))
             if not any(all(_same(t.get(k), v) for k, v in params.items()) for t in tried):
                 return params, source
         return None

@@ -16,14 +16,16 @@ def _grid(seeds=(0,)):
     return [Point("cgc", n, d, s) for s in seeds for n in (1e4, 4e4, 1.6e5) for d in (100, 200, 400)]
 
 
-def test_neighbours_are_the_adjacent_sizes_of_the_same_seed_and_arch():
+def test_a_neighbourhood_is_one_grid_step_in_n_and_d_any_seed_nearest_first():
     points = _grid(seeds=(0, 1)) + [Point("transformer", 4e4, 200, 0)]
     near = neighbours(points)
     mid = Point("cgc", 4e4, 200, 0).key
-    assert near[mid] == [Point("cgc", 4e4, d, 0).key for d in (100, 400)] + \
-        [Point("cgc", n, 200, 0).key for n in (1e4, 1.6e5)]  # same model size first
-    assert near[Point("cgc", 1e4, 100, 1).key] == [Point("cgc", 1e4, 200, 1).key, Point("cgc", 4e4, 100, 1).key]
-    assert near[Point("transformer", 4e4, 200, 0).key] == []
+    assert len(near[mid]) == 18 and near[mid][:2] == [mid, Point("cgc", 4e4, 200, 1).key]
+    assert set(near[mid][2:6]) == {Point("cgc", 4e4, d, 0).key for d in (100, 400)} | \
+        {Point("cgc", n, 200, 0).key for n in (1e4, 1.6e5)}  # one step, same seed, before diagonals
+    corner = Point("cgc", 1e4, 100, 1).key
+    assert set(near[corner]) == {Point("cgc", n, d, s).key for n in (1e4, 4e4) for d in (100, 200) for s in (0, 1)}
+    assert near[Point("transformer", 4e4, 200, 0).key] == [Point("transformer", 4e4, 200, 0).key]
 
 
 def _run(searcher, losses):
@@ -38,28 +40,35 @@ def _run(searcher, losses):
         searcher.on_trial_complete(tid, {"best_val_loss": losses(cfg["point"], cfg["hparams"])})
 
 
-def test_a_second_trial_tries_the_best_neighbour_configuration_rescaled():
-    points = _grid()
-    best_lr = {}
+def test_a_second_trial_takes_the_neighbourhoods_best_configuration_relative_to_its_point():
+    """Losses = a point level (a power law in N and D) × a penalty for lr away from 3e-3: after removing the point
+    level, the neighbourhood's best configuration is the one with lr nearest 3e-3, and trial 1 takes it."""
+    import math
 
-    def loss(point, hp):  # each point's trial 0 sets its record; smaller is better
-        best_lr.setdefault(point, hp["lr"])
-        return 1.0 + abs(hp["lr"] - 3e-3)
+    points = _grid(seeds=(0, 1))
+
+    def loss(point, hp):
+        n, d = (float(v) for v in point.split("-N")[1].split("-s")[0].split("-D"))
+        return n ** -0.1 * d ** -0.2 * math.exp(math.log10(hp["lr"] / 3e-3) ** 2)
 
     trials = _run(PointSearcher(points, 2, SPACE, share="neighbours"), loss)
-    by_key = {(c["point"], c["trial_index"]): c for c in trials}
-    mid = Point("cgc", 4e4, 200, 0)
-    t1 = by_key[(mid.key, 1)]
-    source = t1["hpo_from"]  # the first neighbour (same N, smaller D) finished its trial 0 before
-    assert source == f"{Point('cgc', 4e4, 100, 0).key}-t0"
-    assert t1["hparams"]["lr"] == pytest.approx(by_key[(Point("cgc", 4e4, 100, 0).key, 0)]["hparams"]["lr"])
-    assert t1["hparams"]["batch_size"] == 32
-    # a corner point's first neighbour along N: the learning rate is rescaled by sqrt(N_neighbour / N)
-    corner = Point("cgc", 1.6e5, 400, 0)
-    t1 = by_key[(corner.key, 1)]
-    assert t1["hpo_from"] == f"{Point('cgc', 1.6e5, 200, 0).key}-t0"  # same N: not rescaled
-    small = Point("cgc", 1e4, 100, 0)
-    assert by_key[(small.key, 0)].get("hpo_from") is None  # trial 0 is always the point's own draw
+    by_key = {f"{c['point']}-t{c['trial_index']}": c for c in trials}
+    assert all("hpo_from" not in c for c in trials if c["trial_index"] == 0)  # trial 0: the point's own draw
+    second = [c for c in trials if c["trial_index"] == 1]
+    assert all("hpo_from" in c for c in second)
+    near = neighbours(points)
+    for c in second:
+        source = by_key[c["hpo_from"]]
+        assert source["point"] in near[c["point"]]  # (a trial 1 finished earlier counts too)
+        n_src, n = (float(k.split("-N")[1].split("-D")[0]) for k in (source["point"], c["point"]))
+        assert c["hparams"]["lr"] == pytest.approx(min(1e-2, max(1e-4, source["hparams"]["lr"] * (n_src / n) ** 0.5)))
+        assert c["hparams"]["batch_size"] == 32
+
+    def off(c):
+        return abs(math.log10(c["hparams"]["lr"] / 3e-3))
+
+    first = [c for c in trials if c["trial_index"] == 0]
+    assert sum(map(off, second)) / len(second) < 0.5 * sum(map(off, first)) / len(first)
 
 
 def test_rescaled_learning_rate_across_model_sizes_and_bounds():
@@ -119,8 +128,8 @@ def test_spec_share_is_checked_and_keeps_old_hashes(tmp_path):
 
 @pytest.mark.slow
 def test_a_sharing_sweep_records_where_a_configuration_came_from(tmp_path):
-    """Two points one data size apart, one trial at a time: trial 1 of the first point takes the second point's
-    finished trial 0 configuration, and its run says so."""
+    """Two points one data size apart, one trial at a time: each point's trial 1 takes the other point's finished
+    trial 0 configuration, and its run says so."""
     import ray
 
     from sweeps import record, tracking
@@ -140,7 +149,7 @@ def test_a_sharing_sweep_records_where_a_configuration_came_from(tmp_path):
     runs = record.trial_runs(c, c.get_experiment_by_name(spec.experiment).experiment_id, spec.hash)
     by_key = {r.data.tags[record.TRIAL_KEY]: r for r in runs}
     shared = [r for r in runs if record.HPO_FROM in r.data.tags]
-    assert len(runs) == 4 and shared
+    assert len(runs) == 4 and len(shared) == 2
     for r in shared:
         source = by_key[r.data.tags[record.HPO_FROM]]
         assert r.data.tags[record.TRIAL_KEY].endswith("-t1") and source.data.tags[record.TRIAL_KEY].endswith("-t0")
