@@ -10,7 +10,8 @@ the same configuration in both (the sampler is seeded by the trial key), so the 
 
 For every (point, seed): the best validation loss of each sweep, as ``analyze`` takes it. The paired difference
 log(shared / independent) — negative when sharing is better — is summarised by its mean with a 95 % CI (t and
-percentile bootstrap over pairs), wins and losses. "No worse" means the CI's upper end is at most +2 % (log 1.02).
+percentile bootstrap over pairs), wins and losses. "No worse" means the t CI's upper end is at most +2 % (log 1.02),
+"worse" that its lower end is above 0, else "undecided at this precision".
 Prints a table and one JSON line.
 """
 
@@ -106,7 +107,8 @@ def main() -> None:
     for k, d in zip(keys, diff):
         print(f"{k[0]:<6} {k[1]:>8.3g} {k[2]:>6} {k[3]:>4} {shared[k]:>11.4f} {indep[k]:>11.4f} {d:>+10.4f}")
     wins, losses = int((diff < 0).sum()), int((diff > 0).sum())
-    verdict = "no worse" if mean + half <= TOLERANCE else "worse or undecided"
+    verdict = ("no worse" if mean + half <= TOLERANCE else "worse" if mean - half > 0 else
+               "undecided at this precision")
     print(f"pairs {n}; mean log(shared/independent) {mean:+.4f} (95 % CI t [{mean - half:+.4f}, {mean + half:+.4f}], "
           f"bootstrap [{boot_ci[0]:+.4f}, {boot_ci[1]:+.4f}]); shared better in {wins}, worse in {losses}; "
           f"trials {2 * n} vs {4 * n}; wall {wall['shared']:.0f} s vs {wall['independent']:.0f} s → {verdict}")

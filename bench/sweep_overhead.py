@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -36,6 +37,7 @@ def main() -> None:
     ap.add_argument("--cpu", type=int, default=1, help="CPUs (and torch threads) per trial")
     ap.add_argument("--out", default="/tmp/matscale-bench-sweep")
     args = ap.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle OpenMP threads sleep (a loaded node)
 
     import ray
 
