@@ -41,6 +41,9 @@ Two more kinds of study use the same file:
       pretrain: {epochs: 10, lr: 2.0e-3, batch_size: 32, patience: 4}
     axes: {source_n: [250, 1000, 4000], target_n: [50, 100, 200], n_params: [2.0e4], seeds: [0, 1]}
 
+For measuring the sweep machinery itself, ``simulate: {epoch_s: 0.05}`` makes every trial sleep and report a
+known law instead of training (:mod:`sweeps.simulate`, ``bench/scale.py``); never for results.
+
 Relative paths are relative to the working directory; ``${VAR}`` is expanded from the environment.
 A *point* is (arch, n_params target, n_train, seed[, subset][, source_n]); each point gets ``trials_per_point``
 HPO trials.
