@@ -7,9 +7,12 @@ same model choice (:func:`analysis.fit.choose_law`), so both tell one story:
 * the AICc winner has a break, clearly (the best law without one is more than ``ambiguity`` AICc worse): the
   break and its CI are analyze's (:func:`analysis.scaling.break_estimate`, the same resamples), and the k new x
   are those that most reduce the expected variance of log10 x_c (a sequential c-optimal design, linearised at
-  bootstrap draws of the fit, so an uncertain break spreads the points over where it may be). For these laws
-  the optimum is two clusters about half a decade either side of the break plus a few points at the ends of
-  the range, which pin the slopes;
+  bootstrap draws of the fit, so an uncertain break spreads the points over where it may be). That interval
+  mixes the resamples of every broken law the points determine (each keeps its own AICc winner's x_c), so the
+  design serves each of them, weighted by its share of the resamples × the spread of its x_c: the widest
+  (often ``broken_amp``, whose break is located by the curvature alone) steers it. For these laws the optimum is
+  two clusters about half a decade either side of the break plus a few points at the ends of the range, which
+  pin the slopes;
 * the winner has no break, clearly: no break is claimed and nothing is proposed — unless a broken law is
   assumed (``law="broken"`` or ``"broken_amp"``, or ``test=True``): then the k new x are where that law and
   the winner disagree most, to test for a break;
@@ -98,33 +101,43 @@ def _break_bootstrap(curve: Curve, n_boot: int, seed: int, level: float = 0.95, 
     return cands[law]["fit"], b["samples"], ci, half, draws[np.isfinite(draws).all(axis=1)]
 
 
-def _optimal_design(fit, curve: Curve, draws: np.ndarray, k: int, grid: np.ndarray, taken: np.ndarray,
-                    seeds: int, min_gap: float, max_draws: int = 64) -> list[float]:
+def _optimal_design(fits, curve: Curve, draws, k: int, grid: np.ndarray, taken: np.ndarray,
+                    seeds: int, min_gap: float, max_draws: int = 128, weights=None) -> list[float]:
     """Greedy sequential c-optimal design: k log10 x from ``grid`` that most reduce Var(log10 x_c).
 
     With J(x) the gradient of ln L in the fitted parameters and M = Σ_i s_i J(x_i) J(x_i)ᵀ the information
     of the data so far (s_i seeds at x_i; the pooled relative seed noise is a common factor and drops out),
     a new point with s seeds lowers v = cᵀM⁻¹c (c picks log10 x_c) by s (J(x)ᵀM⁻¹c)² / (1 + s J(x)ᵀM⁻¹J(x)).
     That reduction, relative to v, is averaged over bootstrap parameter draws (so a poorly located break
-    spreads the design) and the best x is taken, M updated, k times. New x keep ≥ ``min_gap`` decades from
-    each other and from the measured ones (halved while nothing fits, down to the grid's spacing).
+    spreads the design) and the best x is taken, M updated, k times. ``fits`` may be one fit or several
+    (the broken laws whose resamples make up the reported interval, with their ``draws`` and ``weights``):
+    the score is then the weighted sum of each law's averaged relative reduction. New x keep ≥ ``min_gap``
+    decades from each other and from the measured ones (halved while nothing fits, down to the grid's spacing).
     """
-    law = fit.law
-    theta = np.vstack([fit.theta, _fitted(law, draws[:max_draws - 1])]) if len(draws) else fit.theta[None, :]
-    jac_old = log_jacobian(law, theta, np.log10(curve.x))  # [B, n, k]
+    if not isinstance(fits, (list, tuple)):
+        fits, draws = [fits], [draws]
+    weights = np.ones(len(fits)) if weights is None else np.asarray(weights, float)
+    weights = weights / weights.sum()
     s_old = np.array([len(r) for r in curve.reps], float)
-    m = np.einsum("bni,bnj,n->bij", jac_old, jac_old, s_old) + 1e-9 * np.eye(law.k)
-    jac_new = log_jacobian(law, theta, grid)  # [B, G, k]
+    models = []
+    for fit, d in zip(fits, draws):
+        law = fit.law
+        theta = np.vstack([fit.theta, _fitted(law, d[:max_draws - 1])]) if len(d) else fit.theta[None, :]
+        jac_old = log_jacobian(law, theta, np.log10(curve.x))  # [B, n, k]
+        m = np.einsum("bni,bnj,n->bij", jac_old, jac_old, s_old) + 1e-9 * np.eye(law.k)
+        models.append([m, log_jacobian(law, theta, grid)])  # [B, G, k]
     chosen: list[float] = []
     spacing = float(np.min(np.diff(grid))) if len(grid) > 1 else 0.0
     for _ in range(k):
-        inv = np.linalg.pinv(m)
-        u = inv[:, :, 0]  # M⁻¹c
-        v = inv[:, 0, 0]
-        ju = np.einsum("bgk,bk->bg", jac_new, u)
-        jmj = np.einsum("bgk,bkl,bgl->bg", jac_new, inv, jac_new)
-        with np.errstate(all="ignore"):
-            score = np.nanmean(seeds * ju**2 / ((1 + seeds * jmj) * v[:, None]), axis=0)
+        score = np.zeros(len(grid))
+        for w, (m, jac_new) in zip(weights, models):
+            inv = np.linalg.pinv(m)
+            u = inv[:, :, 0]  # M⁻¹c
+            v = inv[:, 0, 0]
+            ju = np.einsum("bgk,bk->bg", jac_new, u)
+            jmj = np.einsum("bgk,bkl,bgl->bg", jac_new, inv, jac_new)
+            with np.errstate(all="ignore"):
+                score = score + w * np.nanmean(seeds * ju**2 / ((1 + seeds * jmj) * v[:, None]), axis=0)
         dist = np.min(np.abs(grid[:, None] - np.concatenate([taken, chosen])[None, :]), axis=1)
         gap = min_gap  # halved while nothing fits, down to the grid's spacing
         while not np.isfinite(np.where(dist >= gap, score, -np.inf)).any() and gap > spacing:
@@ -134,8 +147,34 @@ def _optimal_design(fit, curve: Curve, draws: np.ndarray, k: int, grid: np.ndarr
             break
         g = int(np.argmax(score))
         chosen.append(float(grid[g]))
-        m = m + seeds * np.einsum("bi,bj->bij", jac_new[:, g], jac_new[:, g])
+        for model in models:
+            jg = model[1][:, g]
+            model[0] = model[0] + seeds * np.einsum("bi,bj->bij", jg, jg)
     return sorted(chosen)
+
+
+def _interval_laws(cands: dict, law: str, names: tuple[str, ...], samples: np.ndarray, floor: float = 0.05):
+    """The broken laws whose resamples make up the reported interval (as :func:`analysis.scaling.break_estimate`
+    picks them), their finite bootstrap draws, and design weights: each law's share of the resamples (floored at
+    ``floor``: a law rarely chosen today may be chosen tomorrow) times the spread (variance) of its log10 x_c draws,
+    so the design shrinks the part of the interval's spread that each law contributes."""
+    members = [n for n, c in cands.items() if c["fit"].law.kind == "broken" and (n == law or (
+        n in names and not c["not_enough"] and len(c["boot"])))]
+    fits, draws, weights = [], [], []
+    for n in members:
+        d = cands[n]["boot"]
+        d = d[np.isfinite(d).all(axis=1)]
+        if not len(d):
+            continue
+        with np.errstate(all="ignore"):
+            logs = np.log10(cands[n]["boot"][:, cands[n]["fit"].law.names.index("x_c")])
+            share = float(np.mean(np.isclose(samples, logs))) if len(samples) == len(logs) else float(n == law)
+            lx = np.log10(d[:, cands[n]["fit"].law.names.index("x_c")])
+        q = np.percentile(lx, [16, 84])
+        fits.append(cands[n]["fit"])
+        draws.append(d)
+        weights.append(max(share, floor) * max(((q[1] - q[0]) / 2) ** 2, 1e-8))
+    return fits, draws, weights
 
 
 def _fitted(law, natural: np.ndarray) -> np.ndarray:
@@ -209,7 +248,7 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
     claim = choice.has_break or assumed  # a break is reported only when AICc finds one or a law is assumed
     said = ""
     if claim:
-        _, _, ci, half, draws = _break_bootstrap(curve, n_boot, seed, names=names, cands=cands, law=broken_name)
+        _, samples, ci, half, draws = _break_bootstrap(curve, n_boot, seed, names=names, cands=cands, law=broken_name)
         prop.law, prop.break_x, prop.break_ci, prop.half_width = broken_name, broken.params["x_c"], ci, half
         said = break_text(broken.params["x_c"], ci, half)
         if cands[broken_name]["not_enough"]:
@@ -225,7 +264,10 @@ def propose(curve: Curve, k: int, bounds: tuple[float, float], *, ambiguity: flo
             head += f"; --law {law} assumes one, {said.replace('break', f'{broken_name} puts it at', 1)}"
     if claim and choice.has_break and not choice.ambiguous:
         seeds = max(len(r) for r in curve.reps)
-        points = _optimal_design(broken, curve, draws, k, grid, taken, seeds, min_gap)
+        fits, law_draws, weights = _interval_laws(cands, broken_name, names, samples)
+        if not fits:  # no finite resample: the fit alone
+            fits, law_draws, weights = [broken], [draws], None
+        points = _optimal_design(fits, curve, law_draws, k, grid, taken, seeds, min_gap, weights=weights)
         prop.design, prop.reason = "break", f"{head}; new x that most shrink its CI"
     elif not choice.has_break and not choice.ambiguous and not test:
         points = []

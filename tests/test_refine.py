@@ -155,3 +155,57 @@ def test_integer_proposals_never_repeat_a_measured_value():
     p = propose(curve, 4, (100, 134), n_boot=100, predict=False)
     assert len(set(p.points)) == len(p.points) and not set(p.points) & set(x.tolist())
     assert set(p.points) <= {131.0, 132.0, 133.0, 134.0}
+
+
+def _bench():
+    """bench/refine.py as a module (it is a script, not a package member)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "refine.py"
+    spec = importlib.util.spec_from_file_location("bench_refine", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_design_serves_every_broken_law_of_the_interval():
+    """The reported interval mixes the resamples of broken and broken_amp (each resample keeps its own AICc
+    winner's x_c), so the design weighs each law by its share of the resamples × the spread of its x_c draws: the
+    wide law steers it. With one weight at zero it is exactly that law's single-law design."""
+    from analysis.propose import _break_bootstrap, _interval_laws, _optimal_design
+    from analysis.scaling import fit_candidates
+
+    rng = np.random.default_rng(0)
+    truth = {"x_c": 10**4.37, "alpha1": 0.14, "alpha2": 0.40}
+    curve = simulate("broken", truth, np.logspace(3, 5.3, 15), rng, noise=0.01)
+    cands, _ = fit_candidates(curve, ["broken", "broken_amp"], n_boot=200, seed=0, workers=1)
+    _, samples, _, _, _ = _break_bootstrap(curve, 200, 0, cands=cands, law="broken")
+    fits, draws, weights = _interval_laws(cands, "broken", ("broken", "broken_amp"), samples)
+    assert [f.law.name for f in fits] == ["broken", "broken_amp"]
+    shares = [np.mean(np.isclose(samples, np.log10(cands[n]["boot"][:, 0]))) for n in ("broken", "broken_amp")]
+    assert 0.95 <= sum(shares) <= 1.0 + 1e-9  # every resample counted once (a few may have no refit)
+    spread = [np.diff(np.percentile(np.log10(d[:, 0]), [16, 84]))[0] / 2 for d in draws]
+    assert weights == pytest.approx([max(s, 0.05) * w**2 for s, w in zip(shares, spread)])
+    assert spread[1] > 2 * spread[0]  # x_c from the curvature alone (broken_amp) is the wider one
+    grid, taken = np.linspace(3, 5.3, 200), np.log10(curve.x)
+    alone = [_optimal_design(f, curve, d, 4, grid, taken, 3, 0.02) for f, d in zip(fits, draws)]
+    assert alone[0] != alone[1]  # the two laws want different points
+    assert _optimal_design(fits, curve, draws, 4, grid, taken, 3, 0.02, weights=[1.0, 0.0]) == alone[0]
+    assert _optimal_design(fits, curve, draws, 4, grid, taken, 3, 0.02, weights=[0.0, 1.0]) == alone[1]
+
+
+def test_refine_benchmark_measures_without_stopping_when_lucky():
+    """The benchmark's efficiency: uniform grids are independent noise draws of the same truth, the trial ratio at
+    equal precision is mean(uniform²)/adaptive² at fixed budgets, and a simulation's ratio is their geometric mean."""
+    b = _bench()
+    a, u = b.Sim(3, "bnsl", 0.02), b.Sim(3, "bnsl", 0.02, stream=1)
+    assert (a.law, a.params, a.log_xc) == (u.law, u.params, u.log_xc)  # the same truth ...
+    x = np.logspace(b.LO, b.HI, 5)
+    assert not np.allclose(np.concatenate(a.measure(x)), np.concatenate(u.measure(x)))  # ... other noise
+    again = b.Sim(3, "bnsl", 0.02, stream=1)
+    assert np.allclose(np.concatenate(again.measure(x)), np.concatenate(b.Sim(3, "bnsl", 0.02, stream=1).measure(x)))
+    assert b.trial_ratio({19: {"ratio": 4.0}, 31: {"ratio": 1.0}}) == pytest.approx(2.0)
+    assert b.trial_ratio({19: {"ratio": float("nan")}, 31: {"ratio": 9.0}}) == pytest.approx(9.0)
+    assert np.isnan(b.trial_ratio({}))
+    assert 1.5 < b.bound(a) < 4  # the c-optimal design beats a uniform grid, by a bounded factor
