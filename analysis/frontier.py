@@ -20,6 +20,7 @@ The cost model is either a formula in N and D (``6*N*D``), or fitted to the tria
 from __future__ import annotations
 
 import ast
+import functools
 import math
 from dataclasses import dataclass
 
@@ -79,7 +80,8 @@ def parse_cost(expr: str, source: str = "formula") -> Cost:
     return cost
 
 
-def _parse(expr: str):
+@functools.lru_cache(maxsize=64)
+def _parse(expr: str):  # cached: a cost is evaluated many times per frontier
     try:
         tree = ast.parse(str(expr), mode="eval").body
     except SyntaxError:

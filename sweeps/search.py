@@ -28,7 +28,6 @@ from sweeps.spec import Point
 
 METRIC = "val_loss"  #: what schedulers watch each epoch
 OBJECTIVE = "best_val_loss"  #: what each Optuna study minimises
-SHARE = ("none", "neighbours")  #: the values of ``hpo.share``
 
 
 def neighbours(points: list[Point]) -> dict[str, list[str]]:
